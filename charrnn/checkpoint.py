@@ -1,0 +1,126 @@
+"""Checkpoint files: what they hold, how they are written, and how they are read safely.
+
+A checkpoint is one `torch.save` file of tensors and plain Python data only, so it is
+read with `torch.load(weights_only=True)`, which refuses anything that would run code.
+Tensors are stored on the CPU, so a file written on a GPU loads anywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CharrnnError, CheckpointError
+from .fileio import atomic_write
+from .model import CharRNN, ModelConfig
+from .vocab import Vocabulary
+
+FORMAT = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+LATEST = "latest.pt"
+BEST = "best.pt"
+REQUIRED = ("format", "format_version", "model_config", "vocab", "model")
+
+
+def to_cpu(value: Any) -> Any:
+    """A copy of nested dicts/lists/tuples with every tensor moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def save(path: Path, payload: dict) -> None:
+    """Writes atomically: on any failure the previous file at `path` is left whole."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **to_cpu(payload)}
+    try:
+        atomic_write(Path(path), lambda f: torch.save(payload, f))
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise CharrnnError(f"cannot write checkpoint {path}: {why}; the previous checkpoint is intact") from None
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or the best one in a directory (best.pt, then latest.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (BEST, LATEST):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"no checkpoint in {p} (looked for {BEST} and {LATEST}); train a model first")
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint")
+    return p
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    data: dict
+    model: CharRNN  # on the CPU, weights loaded and checked against the config
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.data["model_config"])
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.data["vocab"])
+
+    def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
+        return self.model.to(device)
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Reads and validates a checkpoint; every failure is a one-line CheckpointError."""
+    p = resolve(path)
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{p}: refused: the file holds objects other than tensors and plain data, "
+            "which a charrnn checkpoint never does, so it was not loaded"
+        ) from None
+    except (OSError, EOFError, RuntimeError, ValueError, AttributeError, TypeError, KeyError, IndexError) as e:
+        if isinstance(e, OSError) and e.errno is not None and e.errno != errno.ENOENT and not str(e).startswith("["):
+            raise CheckpointError(f"{p}: {e.strerror or e}") from None
+        raise CheckpointError(f"{p}: not a readable checkpoint (truncated, or not a PyTorch file)") from None
+    return Checkpoint(p, data, _validated_model(p, data))
+
+
+def _validated_model(p: Path, data: Any) -> CharRNN:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: a PyTorch file, but not a charrnn checkpoint")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{p}: the checkpoint has no valid format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format {version} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+        )
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"{p}: damaged checkpoint, missing {', '.join(missing)}")
+    try:
+        config = ModelConfig(**data["model_config"])
+        vocab = Vocabulary(data["vocab"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{p}: damaged checkpoint, bad model config or vocabulary ({e})") from None
+    if len(vocab) != config.vocab_size or len(data["vocab"]) != len(vocab):
+        raise CheckpointError(f"{p}: damaged checkpoint, the vocabulary does not match the model config")
+    model = CharRNN(config)
+    try:
+        model.load_state_dict(data["model"])
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
+        raise CheckpointError(f"{p}: damaged checkpoint, its weights disagree with its config ({detail})") from None
+    return model

@@ -1,0 +1,271 @@
+"""The command line: parses options and dispatches; the work happens in the modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import CharrnnError
+
+CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+EXIT_SIGNAL_BASE = 128  # interrupted by signal N: exit 128 + N (130 for Ctrl-C, 143 for SIGTERM)
+
+
+class CharrnnGroup(click.Group):
+    """Turns library errors into one-line messages with the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CharrnnError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def parse_duration(value: str | float | None) -> float | None:
+    """'90', '90s', '10m', '2h', '1h30m' -> seconds."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = value.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise click.BadParameter(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise click.BadParameter("must be longer than zero")
+    return seconds
+
+
+def _duration_callback(ctx, param, value):
+    return parse_duration(value)
+
+
+@click.group(cls=CharrnnGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="charrnn")
+def cli() -> None:
+    """Character-level language models: train on any text, then sample or evaluate.
+
+    \b
+    Examples:
+      charrnn corpus python-stdlib --max-bytes 2000000 -o data/stdlib.txt
+      charrnn train data/stdlib.txt --max-time 5m
+      charrnn sample --temp 0.8 --length 500
+      charrnn eval held_out.txt --json
+    """
+
+
+# ---- corpus -------------------------------------------------------------------------------
+@cli.command()
+@click.argument("name", type=click.Choice(["python-stdlib", "tinyshakespeare"]))
+@click.option("-o", "--output", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the text; '-' is stdout.")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Keep only the first N bytes.")
+@click.option("--url", help="Fetch tinyshakespeare from this URL (a mirror) instead; the checksum is still verified.")
+def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> None:
+    """Write a ready-made corpus.
+
+    \b
+    python-stdlib    this Python's standard library sources: offline, any machine
+    tinyshakespeare  Karpathy's 1,115,394-char file (downloaded, sha256 verified)
+
+    \b
+    Examples:
+      charrnn corpus python-stdlib --max-bytes 2000000 -o data/stdlib.txt
+      charrnn corpus tinyshakespeare -o data/tinyshakespeare.txt
+      charrnn corpus python-stdlib | charrnn train -
+    """
+    from .corpus import build, write_output
+
+    write_output(build(name, max_bytes=max_bytes, url=url), output)
+
+
+# ---- train --------------------------------------------------------------------------------
+@cli.command()
+@click.argument("corpus_path", metavar="CORPUS", type=click.Path(allow_dash=True, dir_okay=True))
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="Where latest.pt and best.pt go.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint dir's latest.pt.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Parallel streams.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True, help="BPTT window, chars.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--min-lr-frac", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Final learning rate as a fraction of the peak.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
+@click.option("--max-epochs", type=click.FloatRange(0, min_open=True), help="Stop after this many epochs.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps.")
+@click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=250, show_default=True, help="Steps between validations.")
+@click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
+              help="Steps between writes of latest.pt.")
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.pass_context
+def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, resume: bool, encoding: str, device: str,
+          quiet: bool, **options) -> None:
+    """Train a model on CORPUS (a text file, or - for stdin).
+
+    Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
+    learning-rate schedule fits whichever budget ends first.
+
+    \b
+    Examples:
+      charrnn train data/tinyshakespeare.txt --max-time 10m
+      cat *.txt | charrnn train - --checkpoint-dir runs/mix
+      charrnn train data/tinyshakespeare.txt --resume
+    """
+    from .session import run_training
+
+    explicit = {
+        name for name in options
+        if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                              click.core.ParameterSource.ENVIRONMENT)
+    }
+    code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit)
+    ctx.exit(code)
+
+
+# ---- sample -------------------------------------------------------------------------------
+@cli.command()
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(),
+              help="Used when --checkpoint is not given.")
+@click.option("--temp", "--temperature", "temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Sampling temperature; 0 always takes the most likely character.")
+@click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely characters.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Sample from the smallest set with this mass.")
+@click.option("--length", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
+@click.option("--prime", help="Text to start from.")
+@click.option("--prime-file", type=click.File("r", encoding="utf-8"), help="Read the prime from a file, or - for stdin.")
+@click.option("--no-echo-prime", is_flag=True, help="Do not print the prime before the generated text.")
+@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option("-n", "--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples generated together as one batch.")
+@click.option("--stop", help="End a sample once it has generated this string.")
+@click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Printed between samples.")
+def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, prime, prime_file, no_echo_prime,
+           seed, num_samples, stop, separator) -> None:
+    """Generate text from a trained model, streamed to stdout.
+
+    \b
+    Examples:
+      charrnn sample --temp 0.8 --length 2000
+      charrnn sample --prime "ROMEO:" --top-p 0.9 --seed 1
+      charrnn sample -n 4 --stop $'\\n\\n' | less
+    """
+    from . import checkpoint
+    from .sample import Sampler, SamplingOptions
+    from .writer import write_samples
+
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        prime = prime_file.read()
+    if stop == "":
+        raise click.BadParameter("must not be empty", param_hint="--stop")
+    if prime == "":
+        raise click.BadParameter("must not be empty", param_hint="--prime")
+    ckpt = checkpoint.load(checkpoint_path or checkpoint_dir)
+    sampler = Sampler(ckpt.build_model("cpu"), ckpt.vocab)
+    options = SamplingOptions(temperature, top_k, top_p)
+    echo = prime is not None and not no_echo_prime
+    sampler.check_prime(prime or "")
+    write_samples(sampler, prime or sampler.default_prime(), echo, length, options, num_samples, seed, stop,
+                  separator, sys.stdout)
+
+
+# ---- eval ---------------------------------------------------------------------------------
+@cli.command(name="eval")
+@click.argument("text_path", metavar="FILE", type=click.Path(allow_dash=True))
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
+@click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, as_json) -> None:
+    """Loss of FILE (or - for stdin) under a trained model: nats/char, bits/char, perplexity.
+
+    \b
+    Examples:
+      charrnn eval held_out.txt
+      tail -c 100000 corpus.txt | charrnn eval - --json
+    """
+    from .session import run_eval
+
+    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"loss {result['loss']:.4f} nats/char | {result['bpc']:.4f} bits/char | "
+                   f"perplexity {result['perplexity']:.3f} | {result['chars']:,} chars"
+                   + (f" | {result['skipped']:,} unknown skipped" if result["skipped"] else ""))
+
+
+# ---- info ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(checkpoint_path, checkpoint_dir, as_json) -> None:
+    """Describe a checkpoint: model, vocabulary, training progress, corpus.
+
+    \b
+    Examples:
+      charrnn info
+      charrnn info checkpoints/best.pt --json
+    """
+    from .session import describe
+
+    summary = describe(checkpoint_path or checkpoint_dir)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    for key, value in summary.items():
+        click.echo(f"{key:<16} {value}")
+
+
+def main() -> None:
+    """Console entry point: click's handling, exit 130 on Ctrl-C, quiet when stdout's reader goes away."""
+    try:
+        code = cli.main(prog_name="charrnn", standalone_mode=False)
+        sys.stdout.flush()
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_SIGNAL_BASE + 2)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_broken_pipe() -> None:
+    # The Python docs' recipe: point stdout at devnull so the interpreter's final flush
+    # does not raise again, then exit as a pipeline expects.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)

@@ -1,0 +1,336 @@
+"""The training loop: truncated BPTT over carried state, AdamW, a budget-fitted schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .data import StreamBatcher, min_train_length, split
+from .errors import CharrnnError, TrainingDiverged
+from .evaluate import evaluate
+from .model import CharRNN, ModelConfig, State, detach_state, loss_fn
+from .progress import TrainingProgress, format_duration
+from .runtime import autocast, rng_state, seed_everything, set_rng_state
+from .vocab import Vocabulary
+
+# Without any stop option, training runs this many epochs (char-rnn's default is 50,
+# over far smaller per-epoch step counts).
+DEFAULT_MAX_EPOCHS = 20.0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 2e-3
+    min_lr_frac: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_frac: float = 0.1
+    max_epochs: float | None = None
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds
+    eval_every: int = 250
+    save_every: int = 250
+    seed: int = 1337
+
+    def stop_given(self) -> bool:
+        return any(v is not None for v in (self.max_epochs, self.max_steps, self.max_time))
+
+
+# Options that define a run: on --resume they come from the checkpoint, and giving a
+# different value is an error rather than a silent mismatch.
+FIXED_ON_RESUME = (
+    "cell", "layers", "hidden", "dropout", "batch_size", "seq_len", "val_frac", "lr",
+    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "seed",
+)
+
+
+def merge_resume_options(stored: dict, given: dict, explicit: set[str]) -> dict:
+    """The options for a resumed run: stored values, overridden where the user gave one.
+
+    Raises CharrnnError if an explicitly given option that defines the run differs.
+    """
+    merged = dict(stored)
+    for name, value in given.items():
+        if name not in explicit:
+            merged.setdefault(name, value)
+            continue
+        if name in FIXED_ON_RESUME and name in stored and stored[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise CharrnnError(
+                f"{flag} {value} differs from the checkpoint's {stored[name]}; drop {flag} to resume, "
+                f"or train into another --checkpoint-dir"
+            )
+        merged[name] = value
+    return merged
+
+
+def configs_from_options(options: dict, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs named by a flat dict of options."""
+    model_names = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+    train_names = {f.name for f in fields(TrainConfig)}
+    model_config = ModelConfig(vocab_size=vocab_size, **{k: options[k] for k in model_names if k in options})
+    return model_config, TrainConfig(**{k: v for k, v in options.items() if k in train_names})
+
+
+@dataclass
+class TrainResult:
+    step: int
+    best_val_loss: float | None
+    stopped_by_signal: int | None
+    checkpoint_dir: Path
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: CharRNN,
+        vocab: Vocabulary,
+        tokens: torch.Tensor,
+        config: TrainConfig,
+        device: torch.device,
+        checkpoint_dir: Path,
+        options: dict,
+        corpus: dict,
+        progress: TrainingProgress | None = None,
+        resume: checkpoint.Checkpoint | None = None,
+    ):
+        self.config = config
+        self.device = device
+        self.vocab = vocab
+        self.model = model.to(device)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.options = options
+        self.corpus = corpus
+        self.progress = progress
+
+        train_tokens, self.val_tokens = split(tokens, config.val_frac)
+        need = min_train_length(config.batch_size, config.seq_len)
+        if len(train_tokens) < need or len(self.val_tokens) < 2:
+            raise CharrnnError(
+                f"the corpus is too short: {len(tokens):,} characters, but --batch-size {config.batch_size} "
+                f"× (--seq-len {config.seq_len} + 1) needs {need:,} for training plus a validation split "
+                f"of at least 2 (--val-frac {config.val_frac}); use a longer corpus or smaller sizes"
+            )
+        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
+        )
+        self.step = 0
+        self.elapsed = 0.0  # training seconds, summed over resumed runs
+        self.best_val_loss: float | None = None
+        self.metrics: list[dict] = []
+        self.state: State | None = None
+        self.stop_signal: int | None = None
+        seed_everything(config.seed)
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- schedule -------------------------------------------------------------------
+    def total_steps(self) -> int | None:
+        """Steps the run will take when bounded by steps or epochs (None for time alone)."""
+        c = self.config
+        bounds = []
+        if c.max_steps is not None:
+            bounds.append(c.max_steps)
+        if c.max_epochs is not None:
+            bounds.append(math.ceil(c.max_epochs * self.batcher.windows_per_epoch))
+        return min(bounds) if bounds else None
+
+    def progress_fraction(self) -> float:
+        """How far through the budget the run is, 0..1: the larger of steps and time."""
+        fractions = [0.0]
+        total = self.total_steps()
+        if total:
+            fractions.append(self.step / total)
+        if self.config.max_time:
+            fractions.append(self.elapsed / self.config.max_time)
+        return min(1.0, max(fractions))
+
+    def learning_rate(self) -> float:
+        """Linear warm-up, then cosine decay to min_lr_frac of the peak at the budget's end."""
+        c = self.config
+        warm = min(1.0, (self.step + 1) / max(1, c.warmup_steps))
+        decay = c.min_lr_frac + (1 - c.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * self.progress_fraction()))
+        return c.lr * warm * decay
+
+    def done(self) -> bool:
+        return self.progress_fraction() >= 1.0
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def _payload(self) -> dict:
+        pos = self.batcher.position
+        return {
+            "model_config": self.model.config.to_dict(),
+            "vocab": self.vocab.chars,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate()},
+            "step": self.step,
+            "data_position": {"epoch": pos.epoch, "window": pos.window},
+            "hidden": list(self.state) if self.state is not None else None,
+            "rng": rng_state(),
+            "metrics": self.metrics,
+            "best_val_loss": self.best_val_loss,
+            "train_args": self.options,
+            "corpus": self.corpus,
+            "elapsed": self.elapsed,
+        }
+
+    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        d = ckpt.data
+        try:
+            self.optimizer.load_state_dict(d["optimizer"])
+            self.step = int(d["step"])
+            self.elapsed = float(d["elapsed"])
+            self.best_val_loss = d["best_val_loss"]
+            self.metrics = list(d["metrics"])
+            self.batcher.position.epoch = int(d["data_position"]["epoch"])
+            self.batcher.position.window = int(d["data_position"]["window"])
+            hidden = d["hidden"]
+            same_shape = hidden is not None and tuple(hidden[0].shape[1:2]) == (self.config.batch_size,)
+            self.state = tuple(h.to(self.device) for h in hidden) if same_shape else None
+            set_rng_state(d["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise checkpoint.CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
+
+    def _check_finite(self, loss: float) -> None:
+        if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.model.parameters()):
+            return
+        kept = self.checkpoint_dir / checkpoint.LATEST
+        where = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step} (loss {loss}); stopped without saving; {where}. "
+            f"Try a lower --lr or --grad-clip"
+        )
+
+    def save(self, best: bool) -> None:
+        payload = self._payload()
+        checkpoint.save(self.checkpoint_dir / checkpoint.LATEST, payload)
+        if best:
+            checkpoint.save(self.checkpoint_dir / checkpoint.BEST, payload)
+
+    def validate(self) -> float:
+        return evaluate(self.model, self.val_tokens, self.device).loss
+
+    # ---- the loop ------------------------------------------------------------------
+    def request_stop(self, signum: int) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> TrainResult:
+        c = self.config
+        model, optimizer, device = self.model, self.optimizer, self.device
+        model.train()
+        run_start = time.monotonic() - self.elapsed
+        window_start, window_chars = time.monotonic(), 0
+        loss_sum = torch.zeros((), device=device)
+        loss_count = 0
+        train_loss = val_loss = None
+        chars_per_s = None
+        last_saved = self.step
+
+        while not self.done() and self.stop_signal is None:
+            x, y, new_epoch = self.batcher.next()
+            if new_epoch or self.state is None:
+                self.state = model.initial_state(c.batch_size, device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate()
+            with autocast(device):
+                logits, state = model(x, self.state)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+            optimizer.step()
+            self.state = detach_state(state)
+            self.step += 1
+            self.elapsed = time.monotonic() - run_start
+            loss_sum += loss.detach()
+            loss_count += 1
+            window_chars += x.numel()
+
+            finishing = self.done() or self.stop_signal is not None
+            evaluating = self.step % c.eval_every == 0 or self.done()
+            saving = evaluating or finishing or self.step - last_saved >= c.save_every
+            if saving or loss_count >= 20:
+                train_loss = loss_sum.item() / loss_count
+                self._check_finite(train_loss)
+                loss_sum.zero_()
+                loss_count = 0
+                now = time.monotonic()
+                chars_per_s = window_chars / max(now - window_start, 1e-9)
+                window_start, window_chars = now, 0
+            improved = False
+            if evaluating:
+                val_loss = self.validate()
+                improved = self.best_val_loss is None or val_loss < self.best_val_loss
+                if improved:
+                    self.best_val_loss = val_loss
+                self.metrics.append({
+                    "step": self.step,
+                    "epoch": round(self.batcher.epoch_fraction, 4),
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_bpc": val_loss / math.log(2),
+                    "elapsed": round(self.elapsed, 2),
+                    "chars_per_s": round(chars_per_s or 0.0, 1),
+                })
+                window_start = time.monotonic()  # evaluation time is not training throughput
+            if saving:
+                self.save(best=improved)
+                last_saved = self.step
+            if self.progress is not None:
+                self.progress.update(self.step, {
+                    "epoch": self.batcher.epoch_fraction,
+                    "loss": train_loss,
+                    "val": val_loss,
+                    "chars/s": chars_per_s,
+                    "lr": f"{self.learning_rate():.2e}",
+                    "time": format_duration(self.elapsed),
+                }, force_line=evaluating)
+
+        if self.step != last_saved:  # a signal arrived while evaluating or saving
+            self.save(best=False)
+        return TrainResult(self.step, self.best_val_loss, self.stop_signal, self.checkpoint_dir)
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT and SIGTERM finish the current step, save, and stop; a second one aborts.
+
+    Checkpoint writes are atomic, so even the abort leaves the last checkpoint whole.
+    """
+    previous = {}
+
+    def handler(signum, frame):
+        if trainer.stop_signal is not None:
+            raise KeyboardInterrupt
+        trainer.request_stop(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train_options(model_config: ModelConfig, config: TrainConfig) -> dict:
+    """Plain-data record of every option of a run, stored in its checkpoints."""
+    options = {k: v for k, v in model_config.to_dict().items() if k != "vocab_size"}
+    options.update(asdict(config))
+    return options

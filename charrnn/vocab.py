@@ -1,0 +1,60 @@
+"""Character vocabulary: the sorted set of Unicode characters in a corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+
+class Vocabulary:
+    """Maps characters to integer ids and back. Ids follow sorted character order."""
+
+    def __init__(self, chars: Iterable[str]):
+        self.chars: list[str] = sorted(set(chars))
+        if any(len(c) != 1 for c in self.chars):
+            raise ValueError("vocabulary entries must be single characters")
+        self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocabulary":
+        return cls(set(text))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.chars == other.chars
+
+    def unknown(self, text: str) -> list[str]:
+        """Characters of `text` that are not in the vocabulary, sorted."""
+        return sorted(set(text) - self.index.keys())
+
+    def covers(self, text: str) -> bool:
+        return not self.unknown(text)
+
+    def dtype(self) -> torch.dtype:
+        """Smallest integer dtype that holds every id (keeps large corpora compact)."""
+        if len(self) <= 256:
+            return torch.uint8
+        if len(self) <= 2**15:
+            return torch.int16
+        return torch.int32
+
+    def encode(self, text: str) -> torch.Tensor:
+        index = self.index
+        return torch.tensor([index[c] for c in text], dtype=self.dtype())
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        chars = self.chars
+        return "".join(chars[i] for i in ids)
+
+
+def escape_chars(chars: Iterable[str]) -> str:
+    """Printable rendering of characters, e.g. for error messages: 'a', '\\n', '\\x00'."""
+    return " ".join(repr(c)[1:-1] if c != " " else "' '" for c in chars)
