@@ -90,92 +90,65 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1).long())
 
 
+# Per-layer recurrent state for StepCell: (h, c) or (h,), each [batch, hidden].
+LayerStates = list[tuple[torch.Tensor, ...]]
+
+_ATEN_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+
+
 class StepCell:
     """One-character-at-a-time inference over a trained CharRNN's weights.
 
-    Layer 0's input projection is folded into a per-character table (lookup, then
-    projection, then both biases), so each step of layer 0 is one matrix product with the
-    recurrent weights. Upper LSTM/RNN layers concatenate [input, h] against stacked
-    weights: again one product per layer. The GRU keeps its two products because its
-    reset gate multiplies the recurrent half alone.
+    Each layer is one call of ATen's fused cell (`torch.lstm_cell` and kin), so a step
+    costs a handful of calls instead of `nn.LSTM`'s per-call set-up. Layer 0's input
+    projection is folded into a per-character table (lookup, projection and biases at
+    once); the table rows reach the cell as its input weights against an identity input,
+    so the cell adds them without a projection of its own.
     """
 
     def __init__(self, model: CharRNN):
         cfg = model.config
-        self.cell = cfg.cell
-        self.layers = cfg.layers
+        self.cell_fn = _ATEN_CELLS[cfg.cell]
+        self.is_lstm = cfg.cell == "lstm"
         core = model.core
         with torch.no_grad():
-            emb = model.embed.weight.float()
-            self.w_hh_t: list[torch.Tensor] = []
-            self.w_cat_t: list[torch.Tensor | None] = []
-            self.w_ih_t: list[torch.Tensor | None] = []
-            self.b: list[torch.Tensor] = []
-            self.b_hh: list[torch.Tensor] = []
-            for layer in range(cfg.layers):
-                w_ih = getattr(core, f"weight_ih_l{layer}").float()
-                w_hh = getattr(core, f"weight_hh_l{layer}").float()
-                b_ih = getattr(core, f"bias_ih_l{layer}").float()
-                b_hh = getattr(core, f"bias_hh_l{layer}").float()
-                if layer == 0:
-                    table = emb @ w_ih.t() + b_ih
-                    if cfg.cell != "gru":
-                        table = table + b_hh
-                    self.table = table.contiguous()
-                self.w_hh_t.append(w_hh.t().contiguous())
-                self.w_ih_t.append(w_ih.t().contiguous() if layer > 0 else None)
-                self.w_cat_t.append(torch.cat([w_ih, w_hh], 1).t().contiguous() if layer > 0 else None)
-                self.b.append(b_ih + b_hh if cfg.cell != "gru" else b_ih)
-                self.b_hh.append(b_hh)
-            self.head_w_t = model.head.weight.float().t().contiguous()
-            self.head_b = model.head.bias.float()
+            w_ih0 = core.weight_ih_l0.float()
+            b_ih0, b_hh0 = core.bias_ih_l0.float(), core.bias_hh_l0.float()
+            table = model.embed.weight.float() @ w_ih0.t() + b_ih0
+            # The GRU applies its reset gate to the recurrent half alone, so b_hh stays there.
+            self.fold_b_hh0 = cfg.cell != "gru"
+            self.table = (table + b_hh0 if self.fold_b_hh0 else table).contiguous()
+            self.weights = [
+                tuple(getattr(core, f"{name}_l{layer}").float().contiguous()
+                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                for layer in range(cfg.layers)
+            ]
+            self.head_w = model.head.weight.float().contiguous()
+            self.head_b = model.head.bias.float().contiguous()
+        self._eye: torch.Tensor | None = None
 
-    def step(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """ids [batch] (long) -> logits [batch, vocab], new state ([layers, batch, hidden] each)."""
-        if self.cell == "lstm":
-            h_all, c_all = state
-            hs, cs = [], []
-            x = None
-            for layer in range(self.layers):
-                h, c = h_all[layer], c_all[layer]
-                if layer == 0:
-                    gates = torch.addmm(self.table[ids], h, self.w_hh_t[0])
-                else:
-                    gates = torch.addmm(self.b[layer], torch.cat([x, h], 1), self.w_cat_t[layer])
-                i, f, g, o = gates.chunk(4, 1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)
-                hs.append(x)
-                cs.append(c)
-            new_state: State = (torch.stack(hs), torch.stack(cs))
-        elif self.cell == "rnn":
-            (h_all,) = state
-            hs = []
-            x = None
-            for layer in range(self.layers):
-                h = h_all[layer]
-                if layer == 0:
-                    pre = torch.addmm(self.table[ids], h, self.w_hh_t[0])
-                else:
-                    pre = torch.addmm(self.b[layer], torch.cat([x, h], 1), self.w_cat_t[layer])
-                x = torch.tanh(pre)
-                hs.append(x)
-            new_state = (torch.stack(hs),)
-        else:  # gru
-            (h_all,) = state
-            hs = []
-            x = None
-            for layer in range(self.layers):
-                h = h_all[layer]
-                gi = self.table[ids] if layer == 0 else torch.addmm(self.b[layer], x, self.w_ih_t[layer])
-                gh = torch.addmm(self.b_hh[layer], h, self.w_hh_t[layer])
-                i_r, i_z, i_n = gi.chunk(3, 1)
-                h_r, h_z, h_n = gh.chunk(3, 1)
-                r = torch.sigmoid(i_r + h_r)
-                z = torch.sigmoid(i_z + h_z)
-                n = torch.tanh(i_n + r * h_n)
-                x = n + z * (h - n)
-                hs.append(x)
-            new_state = (torch.stack(hs),)
-        logits = torch.addmm(self.head_b, x, self.head_w_t)
-        return logits, new_state
+    def layer_states(self, state: State) -> LayerStates:
+        """Model state ([layers, batch, hidden] each) to per-layer state."""
+        return [tuple(s[layer].float().contiguous() for s in state) for layer in range(state[0].size(0))]
+
+    def model_state(self, states: LayerStates) -> State:
+        return tuple(torch.stack([s[k] for s in states]) for k in range(len(states[0])))
+
+    def step(self, ids: torch.Tensor, states: LayerStates) -> tuple[torch.Tensor, LayerStates]:
+        """ids [batch] (long) -> logits [batch, vocab], next per-layer state."""
+        batch = ids.size(0)
+        if self._eye is None or self._eye.size(0) != batch:
+            self._eye = torch.eye(batch)
+        gates_in = self.table[ids].t()  # [gates, batch]: "input weights" against the identity
+        new_states: LayerStates = []
+        x = self._eye
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.weights):
+            hx = states[layer] if self.is_lstm else states[layer][0]
+            if layer == 0:
+                out = self.cell_fn(x, hx, gates_in, w_hh, None, None if self.fold_b_hh0 else b_hh)
+            else:
+                out = self.cell_fn(x, hx, w_ih, w_hh, b_ih, b_hh)
+            state = tuple(out) if self.is_lstm else (out,)
+            new_states.append(state)
+            x = state[0]
+        return torch.addmm(self.head_b, x, self.head_w.t()), new_states

@@ -1,0 +1,66 @@
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests use tiny models: one thread avoids oversubscribing small CI machines.
+torch.set_num_threads(1)
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+TINY = ["--layers", "1", "--hidden", "32", "--batch-size", "8", "--seq-len", "32"]
+
+
+def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
+    """A small learnable text: sentences from a tiny grammar."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "my friend", "the old man", "she", "we"]
+    verbs = ["sat on", "looked at", "ran to", "found", "liked"]
+    objects = ["the mat", "a tree", "the house", "a red ball", "the river"]
+    out = []
+    size = 0
+    while size < chars:
+        line = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}.\n"
+        out.append(line)
+        size += len(line)
+    return "".join(out)[:chars]
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(make_corpus(), encoding="utf-8")
+    return path
+
+
+def charrnn_env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("CHARRNN_CHECKPOINT_DIR", None)
+    return env
+
+
+def run_charrnn(*args: str, input: bytes | None = None, cwd: Path | None = None, timeout: float = 120,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """The real command line, as a shell would run it."""
+    proc = subprocess.run([sys.executable, "-m", "charrnn", *args], input=input, capture_output=True,
+                          cwd=cwd, env=charrnn_env(), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"charrnn {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, corpus_file) -> Path:
+    """A tiny model trained once for the whole session (read-only for tests)."""
+    from click.testing import CliRunner
+
+    from charrnn.cli import cli
+
+    out = tmp_path_factory.mktemp("trained")
+    result = CliRunner().invoke(cli, ["train", str(corpus_file), "--checkpoint-dir", str(out), "--max-steps", "150",
+                                      "--eval-every", "50", "--lr", "1e-2", "-q", *TINY])
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.train import Trainer, TrainConfig, merge_resume_options, train_options
+from charrnn.vocab import Vocabulary
+
+from .conftest import make_corpus
+
+
+def make_trainer(tmp_path, resume=None, **overrides):
+    text = make_corpus(12_000)
+    vocab = Vocabulary.from_text(text)
+    settings = dict(batch_size=8, seq_len=32, lr=1e-2, max_steps=40, eval_every=10, save_every=10, seed=3)
+    settings.update(overrides)
+    config = TrainConfig(**settings)
+    model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=24, dropout=0.1)
+    torch.manual_seed(config.seed)
+    model = resume.build_model() if resume else CharRNN(model_config)
+    return Trainer(model, vocab, vocab.encode(text), config, torch.device("cpu"), tmp_path,
+                   train_options(model_config, config), {"sha256": "x", "length": len(text)}, resume=resume)
+
+
+def test_tiny_model_learns_well_below_uniform(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=120, eval_every=40)
+    result = trainer.run()
+    uniform = math.log(len(trainer.vocab))
+    assert result.best_val_loss < 0.55 * uniform, (result.best_val_loss, uniform)
+    assert [m["step"] for m in trainer.metrics] == [40, 80, 120]
+    assert (tmp_path / "latest.pt").exists() and (tmp_path / "best.pt").exists()
+
+
+def test_resumed_run_matches_uninterrupted(tmp_path):
+    """Stop at step 20 (as a signal would), resume, and land on the very same weights."""
+    whole = make_trainer(tmp_path / "whole")
+    whole.run()
+
+    first = make_trainer(tmp_path / "split")
+    original_step = first.optimizer.step
+
+    def step_then_stop(*args, **kwargs):
+        out = original_step(*args, **kwargs)
+        if first.step == 19:  # the loop increments after this call: stop at step 20
+            first.request_stop(2)
+        return out
+
+    first.optimizer.step = step_then_stop
+    assert first.run().stopped_by_signal == 2 and first.step == 20
+
+    resumed = make_trainer(tmp_path / "split", resume=checkpoint.load(tmp_path / "split" / "latest.pt"))
+    assert resumed.step == 20
+    resumed.run()
+    assert resumed.step == whole.step == 40
+    assert [m["val_loss"] for m in resumed.metrics] == [m["val_loss"] for m in whole.metrics]
+    for a, b in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
+    trainer = make_trainer(tmp_path, warmup_steps=10, max_steps=100, lr=1.0, min_lr_frac=0.1)
+    lrs = []
+    for step in range(100):
+        trainer.step = step
+        lrs.append(trainer.learning_rate())
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(lrs[9], rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    trainer.step = 100
+    assert trainer.learning_rate() == pytest.approx(0.1) and trainer.done()
+
+
+def test_time_budget_drives_the_schedule(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=None, max_time=60.0)
+    assert trainer.total_steps() is None
+    trainer.elapsed = 30.0
+    assert trainer.progress_fraction() == pytest.approx(0.5)
+    trainer.elapsed = 61.0
+    assert trainer.done()
+
+
+def test_resume_options_keep_the_run_and_reject_changes():
+    stored = {"hidden": 256, "lr": 2e-3, "max_steps": 100, "eval_every": 250}
+    given = {"hidden": 512, "lr": 2e-3, "max_steps": 500, "eval_every": 100}
+    merged = merge_resume_options(stored, given, explicit={"max_steps"})
+    assert merged == {"hidden": 256, "lr": 2e-3, "max_steps": 500, "eval_every": 250}
+    assert merge_resume_options(stored, given, explicit={"lr"})["lr"] == 2e-3
+    with pytest.raises(CharrnnError, match="--hidden 512 differs"):
+        merge_resume_options(stored, given, explicit={"hidden"})
+
+
+def test_too_short_corpus_is_a_clear_error(tmp_path):
+    vocab = Vocabulary.from_text("abc")
+    config = TrainConfig(batch_size=8, seq_len=32, max_steps=1)
+    model_config = ModelConfig(vocab_size=3, hidden=4, layers=1)
+    with pytest.raises(CharrnnError, match="too short"):
+        Trainer(CharRNN(model_config), vocab, vocab.encode("abc" * 20), config, torch.device("cpu"), tmp_path,
+                {}, {})

@@ -1,0 +1,26 @@
+import torch
+
+from charrnn.vocab import Vocabulary, escape_chars
+
+
+def test_round_trip_any_script():
+    text = "Hello, мир! 你好 🙂 naïve\tcafé\n"
+    vocab = Vocabulary.from_text(text)
+    assert vocab.decode(vocab.encode(text)) == text
+    assert vocab.chars == sorted(set(text))
+    assert len(vocab) == len(set(text))
+
+
+def test_ids_follow_sorted_order_and_compact_dtype():
+    vocab = Vocabulary.from_text("cab")
+    assert vocab.encode("abc").tolist() == [0, 1, 2]
+    assert vocab.encode("abc").dtype == torch.uint8
+    big = Vocabulary(chr(0x4E00 + i) for i in range(300))
+    assert big.encode(big.chars[-1]).dtype == torch.int16
+
+
+def test_unknown_and_escape():
+    vocab = Vocabulary.from_text("abc")
+    assert vocab.unknown("abxyzx") == ["x", "y", "z"]
+    assert vocab.covers("cab") and not vocab.covers("d")
+    assert escape_chars(["\n", " ", "a", "\x00"]) == "\\n ' ' a \\x00"
