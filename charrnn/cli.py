@@ -15,6 +15,7 @@ from .errors import CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR_ENV = "CHARRNN_CHECKPOINT_DIR"  # shared by every command, unlike auto env vars
 EXIT_SIGNAL_BASE = 128  # interrupted by signal N: exit 128 + N (130 for Ctrl-C, 143 for SIGTERM)
 
 
@@ -92,7 +93,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 # ---- train --------------------------------------------------------------------------------
 @cli.command()
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(allow_dash=True, dir_okay=True))
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(file_okay=False),
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path(file_okay=False),
               help="Where latest.pt and best.pt go.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint dir's latest.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
@@ -147,7 +148,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, resume: boo
 @cli.command()
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(),
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path(),
               help="Used when --checkpoint is not given.")
 @click.option("--temp", "--temperature", "temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Sampling temperature; 0 always takes the most likely character.")
@@ -198,7 +199,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @click.argument("text_path", metavar="FILE", type=click.Path(allow_dash=True))
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path())
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
@@ -227,7 +228,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
 # ---- info ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False, type=click.Path())
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(checkpoint_path, checkpoint_dir, as_json) -> None:
     """Describe a checkpoint: model, vocabulary, training progress, corpus.

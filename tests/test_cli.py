@@ -1,0 +1,117 @@
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn import __version__
+from charrnn.cli import cli, parse_duration
+
+from .conftest import TINY
+
+COMMANDS = ["corpus", "train", "sample", "eval", "info"]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_version_and_help_with_examples():
+    assert __version__ in invoke("--version").output
+    assert "Examples" in invoke("--help").output
+    for command in COMMANDS:
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "Examples" in result.output, command
+
+
+def test_durations():
+    assert parse_duration("90") == 90 and parse_duration("10m") == 600
+    assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400
+    result = invoke("train", "x.txt", "--max-time", "ten minutes")
+    assert result.exit_code == 2 and "duration" in result.output
+
+
+def test_train_from_stdin_then_sample_eval_info(tmp_path, corpus_file):
+    ckpt = tmp_path / "ck"
+    text = corpus_file.read_text()
+    result = invoke("train", "-", "--checkpoint-dir", str(ckpt), "--max-steps", "20", "--eval-every", "10", *TINY,
+                    input=text)
+    assert result.exit_code == 0, result.output
+    assert (ckpt / "latest.pt").exists() and (ckpt / "best.pt").exists()
+    assert "step 10" in result.stderr and "step 10" not in result.stdout  # progress on stderr only
+
+    sample = invoke("sample", "--checkpoint", str(ckpt), "--prime", "the ", "--length", "50", "--seed", "1")
+    assert sample.exit_code == 0
+    assert sample.stdout.startswith("the ") and len(sample.stdout.rstrip("\n")) >= 50
+    again = invoke("sample", "--checkpoint", str(ckpt), "--prime", "the ", "--length", "50", "--seed", "1")
+    assert again.stdout == sample.stdout
+    hidden_prime = invoke("sample", "--checkpoint", str(ckpt), "--prime", "the ", "--length", "50", "--seed", "1",
+                          "--no-echo-prime")
+    assert sample.stdout == "the " + hidden_prime.stdout
+
+    evaluated = invoke("eval", str(corpus_file), "--checkpoint", str(ckpt), "--json")
+    figures = json.loads(evaluated.stdout)
+    assert figures["chars"] == len(text) - 1
+    assert figures["bpc"] == pytest.approx(figures["loss"] / math.log(2))
+    assert figures["perplexity"] == pytest.approx(math.exp(figures["loss"]))
+
+    info = json.loads(invoke("info", str(ckpt / "latest.pt"), "--json").stdout)
+    assert info["step"] == 20 and info["vocab_size"] == len(set(text)) and info["parameters"] > 0
+    assert info["corpus_length"] == len(text) and len(info["corpus_sha256"]) == 64
+    assert "parameters" in invoke("info", str(ckpt)).stdout
+
+
+def test_checkpoint_dir_from_environment(tmp_path, corpus_file, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CHECKPOINT_DIR", str(tmp_path / "env-ck"))
+    result = invoke("train", str(corpus_file), "--max-steps", "2", "-q", *TINY)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env-ck" / "latest.pt").exists()
+    assert invoke("info", "--json").exit_code == 0
+    monkeypatch.setenv("CHARRNN_SAMPLE_LENGTH", "7")  # click's automatic per-command variables
+    assert len(invoke("sample", "--no-echo-prime", "--seed", "1").stdout.rstrip("\n")) <= 7
+
+
+def test_sample_batch_stop_and_bad_prime(trained_dir):
+    batch = invoke("sample", "--checkpoint", str(trained_dir), "-n", "3", "--length", "40", "--seed", "2",
+                   "--separator", "\n====\n")
+    assert batch.exit_code == 0 and batch.stdout.count("\n====\n") == 2
+    stopped = invoke("sample", "--checkpoint", str(trained_dir), "--length", "2000", "--stop", ".", "--seed", "3",
+                     "--prime", "the")
+    assert stopped.exit_code == 0 and stopped.stdout.rstrip("\n").endswith(".") and len(stopped.stdout) < 2000
+    bad = invoke("sample", "--checkpoint", str(trained_dir), "--prime", "ZQ€")
+    assert bad.exit_code == 1 and "Q Z €" in bad.stderr and "Traceback" not in bad.output
+    for args in (["--temp", "-1"], ["--top-k", "0"], ["--top-p", "0"], ["--top-p", "1.5"], ["--length", "-3"]):
+        result = invoke("sample", "--checkpoint", str(trained_dir), *args)
+        assert result.exit_code == 2, args
+
+
+def test_temperature_zero_is_deterministic_without_seed(trained_dir):
+    a = invoke("sample", "--checkpoint", str(trained_dir), "--temperature", "0", "--length", "60")
+    b = invoke("sample", "--checkpoint", str(trained_dir), "--temp", "0", "--length", "60")
+    assert a.exit_code == 0 and a.stdout == b.stdout
+
+
+def test_eval_unknown_characters(trained_dir, tmp_path):
+    text = tmp_path / "odd.txt"
+    text.write_text("the cat sat on the mat. ZZZ €\n")
+    fails = invoke("eval", str(text), "--checkpoint", str(trained_dir))
+    assert fails.exit_code == 1 and "Z €" in fails.stderr
+    skipped = invoke("eval", str(text), "--checkpoint", str(trained_dir), "--skip-unknown", "--json")
+    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["skipped"] == 4
+
+
+def test_user_errors_are_one_line(tmp_path, corpus_file):
+    cases = [
+        (["train", str(tmp_path / "missing.txt")], "no such file"),
+        (["train", str(tmp_path)], "directory"),
+        (["sample", "--checkpoint", str(tmp_path / "none.pt")], "no such checkpoint"),
+        (["info", str(tmp_path)], "no checkpoint"),
+        (["train", str(corpus_file), "--checkpoint-dir", str(tmp_path / "c"), "--batch-size", "512",
+          "--seq-len", "512"], "too short"),
+    ]
+    for args, expected in cases:
+        result = invoke(*args)
+        assert result.exit_code in (1, 2), args
+        assert expected in result.stderr and "Traceback" not in result.output, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "c").exists()  # a failed start leaves no checkpoint dir behind
