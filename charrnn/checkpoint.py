@@ -43,7 +43,12 @@ def save(path: Path, payload: dict) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **to_cpu(payload)}
     try:
         atomic_write(Path(path), lambda f: torch.save(payload, f))
-    except OSError as e:
+    except (OSError, RuntimeError) as error:
+        # When a write fails inside torch.save, closing its zip writer can raise a RuntimeError
+        # ("unexpected pos") on top, leaving the OSError only as the context.
+        e = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(e, OSError):
+            raise
         why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         raise CharrnnError(f"cannot write checkpoint {path}: {why}; the previous checkpoint is intact") from None
 

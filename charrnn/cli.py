@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -49,6 +50,21 @@ def parse_duration(value: str | float | None) -> float | None:
 
 def _duration_callback(ctx, param, value):
     return parse_duration(value)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf: nan compares false with every bound, so
+    FloatRange lets it through, and a non-finite rate, fraction or temperature means nothing."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# torch.manual_seed takes seeds in [-2**63, 2**64 - 1] and raises on anything else.
+TORCH_SEED = click.IntRange(-(2**63), 2**64 - 1)
 
 
 @click.group(cls=CharrnnGroup, context_settings=CONTEXT)
@@ -100,23 +116,23 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Parallel streams.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True, help="BPTT window, chars.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, help="Peak learning rate.")
-@click.option("--min-lr-frac", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--min-lr-frac", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Final learning rate as a fraction of the peak.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
-@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
-@click.option("--max-epochs", type=click.FloatRange(0, min_open=True), help="Stop after this many epochs.")
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.01, show_default=True)
+@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
+@click.option("--val-frac", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
+@click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=250, show_default=True, help="Steps between validations.")
 @click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
               help="Steps between writes of latest.pt.")
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
@@ -150,10 +166,10 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, resume: boo
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path(),
               help="Used when --checkpoint is not given.")
-@click.option("--temp", "--temperature", "temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Sampling temperature; 0 always takes the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely characters.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Sample from the smallest set with this mass.")
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), help="Sample from the smallest set with this mass.")
 @click.option("--length", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
 @click.option("--prime", help="Text to start from.")
 @click.option("--prime-file", type=click.File("r", encoding="utf-8"), help="Read the prime from a file, or - for stdin.")

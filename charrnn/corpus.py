@@ -22,6 +22,8 @@ CORPORA = ("python-stdlib", "tinyshakespeare")
 def read_bytes(path: str) -> bytes:
     """The raw bytes of a corpus path, or of stdin for '-', with one-line errors."""
     if path == "-":
+        if sys.stdin is None:  # Python's stdin is None when fd 0 was closed (`0<&-`)
+            raise CharrnnError("cannot read standard input: it is closed")
         try:
             return sys.stdin.buffer.read()
         except (OSError, ValueError, AttributeError) as e:

@@ -15,8 +15,7 @@ import torch
 
 def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The last `val_frac` of the tokens is validation, the rest is training."""
-    n_val = int(round(len(tokens) * val_frac))
-    cut = len(tokens) - n_val
+    cut = int(len(tokens) * (1 - val_frac))  # nanoGPT's cut, so validation figures compare
     return tokens[:cut], tokens[cut:]
 
 

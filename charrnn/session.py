@@ -44,8 +44,9 @@ def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding:
         stored = ckpt.data.get("train_args") or {}
         old_sha = (ckpt.data.get("corpus") or {}).get("sha256")
         if old_sha and old_sha != corpus["sha256"]:
+            # Shown even with --quiet, which silences progress, not warnings.
             log(f"warning: resuming on a different corpus (sha256 {corpus['sha256']}; "
-                f"the checkpoint was trained on {old_sha})", quiet)
+                f"the checkpoint was trained on {old_sha})")
         options = merge_resume_options(stored, options, explicit)
         model_config, config = configs_from_options(options, len(vocab))
         if model_config.to_dict() != ckpt.model_config.to_dict():

@@ -227,13 +227,32 @@ class Trainer:
     def request_stop(self, signum: int) -> None:
         self.stop_signal = signum
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch, carrying the state; returns the (detached) loss."""
+        c, model, optimizer = self.config, self.model, self.optimizer
+        if self.state is None:
+            self.state = model.initial_state(x.size(0), self.device)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        with autocast(self.device):
+            logits, state = model(x, self.state)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        optimizer.step()
+        self.state = detach_state(state)
+        self.step += 1
+        return loss.detach()
+
     def run(self) -> TrainResult:
         c = self.config
-        model, optimizer, device = self.model, self.optimizer, self.device
-        model.train()
+        self.model.train()
         run_start = time.monotonic() - self.elapsed
         window_start, window_chars = time.monotonic(), 0
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=self.device)
         loss_count = 0
         train_loss = val_loss = None
         chars_per_s = None
@@ -241,23 +260,11 @@ class Trainer:
 
         while not self.done() and self.stop_signal is None:
             x, y, new_epoch = self.batcher.next()
-            if new_epoch or self.state is None:
-                self.state = model.initial_state(c.batch_size, device)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = self.learning_rate()
-            with autocast(device):
-                logits, state = model(x, self.state)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-            optimizer.step()
-            self.state = detach_state(state)
-            self.step += 1
+            if new_epoch:
+                self.state = None
+            loss = self.train_step(x, y)
             self.elapsed = time.monotonic() - run_start
-            loss_sum += loss.detach()
+            loss_sum += loss
             loss_count += 1
             window_chars += x.numel()
 
@@ -275,6 +282,9 @@ class Trainer:
             improved = False
             if evaluating:
                 val_loss = self.validate()
+                # Weights just short of overflow pass the check above yet give NaN outputs;
+                # saving them would replace the last good latest.pt with a dead model.
+                self._check_finite(val_loss)
                 improved = self.best_val_loss is None or val_loss < self.best_val_loss
                 if improved:
                     self.best_val_loss = val_loss

@@ -1,0 +1,174 @@
+"""Training and sampling throughput of charrnn against the loops its users would write.
+
+Training: charrnn's own Trainer.train_step against
+  - plain loop:    nn.Embedding + fused nn.LSTM + nn.Linear, AdamW, clipping, no framework;
+  - per-step loop: nn.LSTM called once per character (how char-rnn.pytorch trains).
+Same model size, batch, sequence length, optimiser and clipping; timed alternately in one
+process after warm-up; the median of the rounds is reported.
+
+Sampling: charrnn's Sampler (fused ATen cell step) for 1 and 64 streams against a loop
+that calls nn.LSTM once per character (what char-rnn, torch-rnn and char-rnn.pytorch do).
+
+    python bench/speed.py                     # CPU sizes
+    python bench/speed.py --device cuda       # adds batch 256 and bf16 autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import device_name, median, print_table, timed, write_json  # noqa: E402
+from charrnn.model import CharRNN, ModelConfig  # noqa: E402
+from charrnn.runtime import autocast, pick_device  # noqa: E402
+from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
+from charrnn.train import Trainer, TrainConfig  # noqa: E402
+from charrnn.vocab import Vocabulary  # noqa: E402
+
+VOCAB = 65  # tiny-shakespeare's symbol count
+LR, CLIP = 2e-3, 1.0
+
+
+class PlainModel(nn.Module):
+    def __init__(self, layers: int, hidden: int):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, VOCAB)
+
+    def forward(self, x, state):
+        out, state = self.lstm(self.embed(x), state)
+        return self.head(out), state
+
+
+def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
+    state = [None]
+
+    def step(x, y):
+        with autocast(device):
+            if per_step:  # one nn.LSTM call per character
+                emb = model.embed(x)
+                st, outs = state[0], []
+                for t in range(x.size(1)):
+                    out, st = model.lstm(emb[:, t : t + 1], st)
+                    outs.append(out)
+                logits, new = model.head(torch.cat(outs, 1)), st
+            else:
+                logits, new = model(x, state[0])
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        state[0] = tuple(s.detach() for s in new)
+
+    return step
+
+
+def bench_training(layers: int, hidden: int, batch: int, seq: int, device, rounds: int, steps: int,
+                   per_step_steps: int) -> dict:
+    torch.manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (batch * (seq + 1) * (steps + 4),), dtype=torch.uint8)
+    vocab = Vocabulary(chr(32 + i) for i in range(VOCAB))
+    config = TrainConfig(batch_size=batch, seq_len=seq, lr=LR, grad_clip=CLIP, val_frac=0.01, max_steps=10**9)
+    trainer = Trainer(CharRNN(ModelConfig(VOCAB, layers=layers, hidden=hidden)), vocab, tokens, config, device,
+                      Path("/nonexistent"), {}, {})
+    x = torch.randint(0, VOCAB, (batch, seq), device=device)
+    y = torch.randint(0, VOCAB, (batch, seq), device=device)
+
+    def charrnn_step(x, y):
+        trainer.train_step(x, y)
+
+    runners = {"charrnn": (charrnn_step, steps)}
+    for name, per_step, n in (("plain", False, steps), ("per-step", True, per_step_steps)):
+        model = PlainModel(layers, hidden).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.99))
+        runners[name] = (plain_step_fn(model, opt, device, per_step), n)
+    for fn, _ in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
+        fn(x, y)
+        fn(x, y)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):  # alternate, so drift in machine speed hits every loop alike
+        for name, (fn, n) in runners.items():
+            seconds = timed(lambda: [fn(x, y) for _ in range(n)], device)
+            rates[name].append(batch * seq * n / seconds)
+    c, p, s = (median(rates[k]) for k in ("charrnn", "plain", "per-step"))
+    return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "charrnn": c, "plain": p, "per_step": s,
+            "vs_plain": c / p, "vs_per_step": c / s}
+
+
+def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: int) -> dict:
+    torch.manual_seed(0)
+    vocab = Vocabulary(chr(32 + i) for i in range(VOCAB))
+    model = CharRNN(ModelConfig(VOCAB, layers=layers, hidden=hidden)).eval()
+    sampler = Sampler(model, vocab)
+    options = SamplingOptions(1.0)
+
+    def ours():
+        for _ in sampler.generate(" ", chars, options, num_samples=streams, seed=0):
+            pass
+
+    @torch.no_grad()
+    def per_char():
+        rng = random.Random(0)
+        ids = torch.zeros(streams, 1, dtype=torch.long)
+        state = None
+        for _ in range(chars):
+            out, state = model.core(model.embed(ids), state)
+            probs = torch.softmax(model.head(out[:, -1]), -1)
+            ids = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(rng.randrange(2**31)))
+
+    cpu = torch.device("cpu")
+    ours(), per_char()
+    rates = {"charrnn": [], "per-char": []}
+    for _ in range(rounds):
+        rates["charrnn"].append(streams * chars / timed(ours, cpu))
+        rates["per-char"].append(streams * chars / timed(per_char, cpu))
+    c, p = median(rates["charrnn"]), median(rates["per-char"])
+    return {"size": f"{layers}x{hidden}", "streams": streams, "charrnn": c, "per_char_lstm": p, "speedup": c / p}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round (fused loops)")
+    parser.add_argument("--sample-chars", type=int, default=2000)
+    parser.add_argument("--default-size", default="2x512", help="the default model, LxH, for sampling")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+
+    sizes = [(2, 256, 64, 128), (3, 512, 64, 128)]
+    if device.type == "cuda":
+        sizes += [(2, 256, 256, 128), (3, 512, 256, 128)]
+    training = []
+    for layers, hidden, batch, seq in sizes:
+        training.append(bench_training(layers, hidden, batch, seq, device, args.rounds, args.steps,
+                                       per_step_steps=1))
+        print(f"trained {training[-1]['size']} batch {batch}", file=sys.stderr)
+    print(f"\nTraining throughput, chars/s ({device_name(device)}):")
+    print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step"])
+
+    default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
+    sampling = [
+        bench_sampling(default_layers, default_hidden, 1, args.sample_chars, args.rounds),
+        bench_sampling(2, 256, 1, args.sample_chars, args.rounds),
+        bench_sampling(2, 256, 64, max(200, args.sample_chars // 8), args.rounds),
+    ]
+    print(f"\nSampling throughput, chars/s in total ({device_name(torch.device('cpu'))}; sampling runs on the CPU):")
+    print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup"])
+    write_json(f"speed-{device.type}.json", {"device": device_name(device), "training": training,
+                                             "sampling": sampling, "args": vars(args)}, args.json_out)
+
+
+if __name__ == "__main__":
+    main()
