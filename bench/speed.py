@@ -30,7 +30,7 @@ from bench.common import device_name, median, print_table, timed, write_json  # 
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.runtime import autocast, pick_device  # noqa: E402
 from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
-from charrnn.train import Trainer, TrainConfig  # noqa: E402
+from charrnn.train import TrainConfig, Trainer  # noqa: E402
 from charrnn.vocab import Vocabulary  # noqa: E402
 
 VOCAB = 65  # tiny-shakespeare's symbol count

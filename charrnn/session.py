@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-import torch
 
 from . import checkpoint
 from .corpus import read_text, sha256_text
@@ -14,8 +11,14 @@ from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, format_duration, log
 from .runtime import pick_device, seed_everything
-from .train import (DEFAULT_MAX_EPOCHS, Trainer, configs_from_options, merge_resume_options, stop_on_signals,
-                    train_options)
+from .train import (
+    DEFAULT_MAX_EPOCHS,
+    Trainer,
+    configs_from_options,
+    merge_resume_options,
+    stop_on_signals,
+    train_options,
+)
 from .vocab import Vocabulary, escape_chars
 
 EXIT_SIGNAL_BASE = 128

@@ -17,7 +17,7 @@ class Vocabulary:
         self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocabulary":
+    def from_text(cls, text: str) -> Vocabulary:
         return cls(set(text))
 
     def __len__(self) -> int:

@@ -6,7 +6,7 @@ import torch
 from charrnn import checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.train import Trainer, TrainConfig, merge_resume_options, train_options
+from charrnn.train import TrainConfig, Trainer, merge_resume_options, train_options
 from charrnn.vocab import Vocabulary
 
 from .conftest import make_corpus
