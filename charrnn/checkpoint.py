@@ -89,7 +89,9 @@ def load(path: str | Path) -> Checkpoint:
     p = resolve(path)
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # not an object reference: bytes that are no pickle at all
+            raise CheckpointError(f"{p}: not a readable checkpoint (truncated, or not a PyTorch file)") from None
         raise CheckpointError(
             f"{p}: refused: the file holds objects other than tensors and plain data, "
             "which a charrnn checkpoint never does, so it was not loaded"

@@ -43,8 +43,8 @@ def parse_duration(value: str | float | None) -> float | None:
         if not parts or "".join(n + u for n, u in parts) != text:
             raise click.BadParameter(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise click.BadParameter("must be longer than zero")
+    if not 0 < seconds < float("inf"):
+        raise click.BadParameter("must be a finite duration longer than zero")
     return seconds
 
 

@@ -23,6 +23,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -33,6 +34,12 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -118,12 +118,13 @@ class StepCell:
             # The GRU applies its reset gate to the recurrent half alone, so b_hh stays there.
             self.fold_b_hh0 = cfg.cell != "gru"
             self.table = (table + b_hh0 if self.fold_b_hh0 else table).contiguous()
+            self.table_columns = self.table.unsqueeze(2)  # [vocab, gates, 1]: one row as input weights
             self.weights = [
                 tuple(getattr(core, f"{name}_l{layer}").float().contiguous()
                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
                 for layer in range(cfg.layers)
             ]
-            self.head_w = model.head.weight.float().contiguous()
+            self.head_w_t = model.head.weight.float().contiguous().t()
             self.head_b = model.head.bias.float().contiguous()
         self._eye: torch.Tensor | None = None
 
@@ -134,12 +135,17 @@ class StepCell:
     def model_state(self, states: LayerStates) -> State:
         return tuple(torch.stack([s[k] for s in states]) for k in range(len(states[0])))
 
-    def step(self, ids: torch.Tensor, states: LayerStates) -> tuple[torch.Tensor, LayerStates]:
-        """ids [batch] (long) -> logits [batch, vocab], next per-layer state."""
-        batch = ids.size(0)
+    def step(self, ids: list[int], states: LayerStates) -> tuple[torch.Tensor, LayerStates]:
+        """The current character of each stream -> logits [batch, vocab], next per-layer state.
+
+        Plain ints rather than a tensor: one stream then indexes its table column as a
+        view, which saves building a tensor per character.
+        """
+        batch = len(ids)
         if self._eye is None or self._eye.size(0) != batch:
             self._eye = torch.eye(batch)
-        gates_in = self.table[ids].t()  # [gates, batch]: "input weights" against the identity
+        # [gates, batch]: the "input weights" that the identity input selects.
+        gates_in = self.table_columns[ids[0]] if batch == 1 else self.table[torch.tensor(ids)].t()
         new_states: LayerStates = []
         x = self._eye
         for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.weights):
@@ -151,4 +157,4 @@ class StepCell:
             state = tuple(out) if self.is_lstm else (out,)
             new_states.append(state)
             x = state[0]
-        return torch.addmm(self.head_b, x, self.head_w.t()), new_states
+        return torch.addmm(self.head_b, x, self.head_w_t), new_states

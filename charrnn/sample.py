@@ -32,7 +32,11 @@ class SamplingOptions:
 
 def next_distribution(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
     """Probabilities [batch, vocab] after temperature, top-k and top-p (temperature > 0)."""
-    logits = logits.float() / options.temperature
+    # Shift the maximum to 0 first: a tiny temperature then sends the others to -inf
+    # (probability 0) instead of overflowing everything to inf and NaN.
+    logits = logits.float()
+    if options.temperature != 1:
+        logits = (logits - logits.amax(-1, keepdim=True)) / options.temperature
     if options.top_k is not None and options.top_k < logits.size(-1):
         kth = torch.topk(logits, options.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -100,9 +104,8 @@ class Sampler:
         if len(ids) > 1:
             _, state = self.model(ids[None, :-1], state)
         states = self.cell.layer_states(tuple(s.expand(-1, num_samples, -1) for s in state))
-        current = ids[-1:].expand(num_samples).contiguous()
+        current = [int(ids[-1])] * num_samples
         for _ in range(length):
             logits, states = self.cell.step(current, states)
-            chosen = choose(logits, options, rng)
-            yield chosen
-            current = torch.tensor(chosen)
+            current = choose(logits, options, rng)
+            yield current

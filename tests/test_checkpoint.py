@@ -76,3 +76,12 @@ def test_newer_format_and_foreign_files_are_one_line_errors(tmp_path):
 def test_gpu_tensors_are_stored_on_cpu():
     moved = checkpoint.to_cpu({"a": [torch.ones(2)], "b": (torch.zeros(1), 3)})
     assert moved["a"][0].device.type == "cpu" and moved["b"][1] == 3
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "latest.pt", payload())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "latest.pt").stat().st_mode & 0o777 == 0o644

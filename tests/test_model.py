@@ -17,7 +17,7 @@ def test_step_cell_matches_fused_forward(cell, batch):
         states = step.layer_states(model.initial_state(batch))
         logits = []
         for t in range(ids.size(1)):
-            out, states = step.step(ids[:, t], states)
+            out, states = step.step(ids[:, t].tolist(), states)
             logits.append(out)
         got = torch.stack(logits, 1)
     assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)

@@ -59,3 +59,9 @@ def test_same_seed_same_text(trained_dir):
     assert a == b and a != c
     batch = list(sampler.generate("the ", 50, opts, num_samples=4, seed=5))
     assert len(batch) == 50 and all(len(ids) == 4 for ids in batch)
+
+
+def test_tiny_temperature_approaches_argmax():
+    logits = torch.tensor([[0.5, 3.0, 1.0]])
+    probs = next_distribution(logits, SamplingOptions(1e-45))
+    assert torch.equal(probs, torch.tensor([[0.0, 1.0, 0.0]]))
