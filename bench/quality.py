@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, print_table, write_json  # noqa: E402
+from bench.common import SHAKESPEARE, device_name, print_table, write_json  # noqa: E402
+from charrnn.runtime import pick_device  # noqa: E402
 
 
 def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
@@ -61,7 +62,8 @@ def main() -> None:
         metrics = __import__("torch").load(ckpt / "latest.pt", weights_only=True)["metrics"]
 
     row = {
-        "budget": args.time, "device": args.device or "auto", "val_loss": figures["loss"],
+        "budget": args.time, "device": args.device or "auto",
+        "device_name": device_name(pick_device(args.device or "auto")), "val_loss": figures["loss"],
         "val_loss_single_stream": single["loss"], "val_bpc": figures["bpc"], "val_chars": figures["chars"],
         "steps": info["step"], "train_wall_s": round(wall, 1),
         "model": f"{info['cell']} {info['layers']}x{info['hidden']}", "parameters": info["parameters"],

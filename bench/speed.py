@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (fused loops)")
     parser.add_argument("--sample-chars", type=int, default=2000)
-    parser.add_argument("--default-size", default="2x512", help="the default model, LxH, for sampling")
+    parser.add_argument("--default-size", default="2x256", help="the default model, LxH, for sampling")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -159,11 +159,9 @@ def main() -> None:
     print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step"])
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
-    sampling = [
-        bench_sampling(default_layers, default_hidden, 1, args.sample_chars, args.rounds),
-        bench_sampling(2, 256, 1, args.sample_chars, args.rounds),
-        bench_sampling(2, 256, 64, max(200, args.sample_chars // 8), args.rounds),
-    ]
+    cases = dict.fromkeys([(default_layers, default_hidden, 1), (2, 256, 1), (2, 256, 64)])
+    sampling = [bench_sampling(layers, hidden, streams, args.sample_chars if streams == 1 else
+                               max(200, args.sample_chars // 8), args.rounds) for layers, hidden, streams in cases]
     print(f"\nSampling throughput, chars/s in total ({device_name(torch.device('cpu'))}; sampling runs on the CPU):")
     print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup"])
     write_json(f"speed-{device.type}.json", {"device": device_name(device), "training": training,

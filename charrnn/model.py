@@ -29,8 +29,8 @@ class ModelConfig:
     vocab_size: int
     cell: str = "lstm"
     layers: int = 2
-    hidden: int = 512
-    dropout: float = 0.0
+    hidden: int = 256
+    dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:

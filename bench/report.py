@@ -1,0 +1,76 @@
+"""Renders the README's results table from the JSON that speed.py and quality.py wrote.
+
+    python bench/report.py            # prints Markdown; paste over the README's table
+
+Rows with no JSON say "not measured". Nothing here is typed in by hand but the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RESULTS  # noqa: E402
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def verdict(value: float | None, target: float, lower_is_better: bool = False) -> str:
+    if value is None:
+        return "—"
+    met = value <= target if lower_is_better else value >= target
+    return "met" if met else "**not met**"
+
+
+def main() -> None:
+    rows: list[tuple[str, str, str, str, str, str, str]] = []
+    missing = ("not measured", "—", "—", "—", "no GPU was available")
+
+    quality = load("quality-10m-auto.json")
+    if quality:
+        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", f"{quality['val_loss']:.4f}",
+                     verdict(quality["val_loss"], 1.45, True), quality["date"],
+                     quality.get("device_name") or f"CPU, {quality['cpu_count']} cores (torch {quality['torch']})",
+                     "`python bench/quality.py --time 10m`"))
+    else:
+        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", *missing[:3], "this CPU", missing[4]))
+    rows.append(("val loss after 5 min, one H100", "≤ 1.38", *missing))
+
+    speed = load("speed-cpu.json")
+    for label, device, data in (("CPU", "cpu", speed), ("GPU", "cuda", load("speed-cuda.json"))):
+        if not data:
+            rows.append((f"training vs plain loop ({label})", "≥ 0.95×", *missing))
+            rows.append((f"training vs per-step loop ({label})", "≥ 5×", *missing))
+            continue
+        cmd = "`python bench/speed.py`" + (" --device cuda" if device == "cuda" else "")
+        for r in data["training"]:
+            where = f"{r['size']}, batch {r['batch']}×{r['seq']}"
+            rows.append((f"training vs plain loop, {where}", "≥ 0.95×",
+                         f"{r['vs_plain']:.2f}× ({r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
+                         verdict(r["vs_plain"], 0.95), data["date"], data["device"], cmd))
+            rows.append((f"training vs per-step loop, {where}", "≥ 5×",
+                         f"{r['vs_per_step']:.1f}× ({r['charrnn']:,.0f} vs {r['per_step']:,.0f} chars/s)",
+                         verdict(r["vs_per_step"], 5), data["date"], data["device"], cmd))
+    rows.append(("training throughput, 3×512 bf16, one H100", "≥ 1,000,000 chars/s", *missing))
+    if speed:
+        for r in speed["sampling"]:
+            target = 10_000 if r["streams"] == 1 else 40_000
+            rows.append((f"sampling, {r['streams']} stream(s), {r['size']}", f"≥ {target:,} chars/s",
+                         f"{r['charrnn']:,.0f} chars/s (nn.LSTM per char: {r['per_char_lstm']:,.0f})",
+                         verdict(r["charrnn"], target), speed["date"], speed["device"], "`python bench/speed.py`"))
+    rows.append(("sampling, one stream, one H100", "≥ 20,000 chars/s", *missing))
+
+    print("| figure | target | measured | verdict | date | device | command |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
