@@ -12,12 +12,11 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import CharrnnError
+from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_DIR_ENV = "CHARRNN_CHECKPOINT_DIR"  # shared by every command, unlike auto env vars
-EXIT_SIGNAL_BASE = 128  # interrupted by signal N: exit 128 + N (130 for Ctrl-C, 143 for SIGTERM)
 
 
 class CharrnnGroup(click.Group):

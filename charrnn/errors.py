@@ -4,6 +4,9 @@ The library raises these; the CLI turns them into one-line messages and an exit 
 so nothing below the CLI needs to know about click.
 """
 
+# A run stopped by signal N exits 128 + N, as shells report it: 130 for Ctrl-C, 143 for SIGTERM.
+EXIT_SIGNAL_BASE = 128
+
 
 class CharrnnError(Exception):
     """A problem with the user's input or environment, reported in one line (exit 1)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import checkpoint
 from .corpus import read_text, sha256_text
-from .errors import CharrnnError
+from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, format_duration, log
@@ -20,8 +20,6 @@ from .train import (
     train_options,
 )
 from .vocab import Vocabulary, escape_chars
-
-EXIT_SIGNAL_BASE = 128
 
 
 def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str, device_name: str,
