@@ -39,8 +39,7 @@ def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding:
         unknown = vocab.unknown(text)
         if unknown:
             raise CharrnnError(
-                f"--resume: the corpus has characters the checkpoint's vocabulary lacks: {escape_chars(unknown[:20])}"
-                + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+                f"--resume: the corpus has characters the checkpoint's vocabulary lacks: {escape_chars(unknown, limit=20)}"
             )
         stored = ckpt.data.get("train_args") or {}
         old_sha = (ckpt.data.get("corpus") or {}).get("sha256")
@@ -94,7 +93,7 @@ def read_eval_text(path: str, encoding: str, vocab: Vocabulary, skip_unknown: bo
     if not skip_unknown:
         raise CharrnnError(
             f"the text has {len(unknown)} characters outside the model's vocabulary: "
-            f"{escape_chars(unknown[:20])}{' …' if len(unknown) > 20 else ''} (--skip-unknown drops them)"
+            f"{escape_chars(unknown, limit=20)} (--skip-unknown drops them)"
         )
     keep = vocab.index
     kept = "".join(c for c in text if c in keep)

@@ -55,6 +55,12 @@ class Vocabulary:
         return "".join(chars[i] for i in ids)
 
 
-def escape_chars(chars: Iterable[str]) -> str:
-    """Printable rendering of characters, e.g. for error messages: 'a', '\\n', '\\x00'."""
-    return " ".join(repr(c)[1:-1] if c != " " else "' '" for c in chars)
+def escape_chars(chars: Iterable[str], limit: int | None = None) -> str:
+    """Printable rendering of characters, e.g. for error messages: 'a', '\\n', '\\x00'.
+
+    With `limit`, shows that many and counts the rest ("a b and 12 more").
+    """
+    chars = list(chars)
+    shown = chars if limit is None else chars[:limit]
+    text = " ".join(repr(c)[1:-1] if c != " " else "' '" for c in shown)
+    return text + (f" and {len(chars) - len(shown)} more" if len(shown) < len(chars) else "")

@@ -24,3 +24,8 @@ def test_unknown_and_escape():
     assert vocab.unknown("abxyzx") == ["x", "y", "z"]
     assert vocab.covers("cab") and not vocab.covers("d")
     assert escape_chars(["\n", " ", "a", "\x00"]) == "\\n ' ' a \\x00"
+
+
+def test_escape_with_limit_counts_the_rest():
+    assert escape_chars("abcde", limit=2) == "a b and 3 more"
+    assert escape_chars("ab", limit=2) == "a b"
