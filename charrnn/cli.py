@@ -17,6 +17,7 @@ from .errors import EXIT_SIGNAL_BASE, CharrnnError
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_DIR_ENV = "CHARRNN_CHECKPOINT_DIR"  # shared by every command, unlike auto env vars
+CACHE_DIR_ENV = "CHARRNN_CACHE_DIR"
 
 
 class CharrnnGroup(click.Group):
@@ -108,8 +109,10 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 # ---- train --------------------------------------------------------------------------------
 @cli.command()
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(allow_dash=True, dir_okay=True))
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path(file_okay=False),
-              help="Where latest.pt and best.pt go.")
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path(file_okay=False), help="Where latest.pt and best.pt go.")
+@click.option("--cache-dir", envvar=CACHE_DIR_ENV, type=click.Path(file_okay=False),
+              help="Where encoded corpora are kept, by sha256. [default: CHECKPOINT_DIR/cache]")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint dir's latest.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
@@ -128,19 +131,26 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Steps between validations.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Steps between validations.")
+@click.option("--eval-chars", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+              help="Validate on at most this many characters of the split; 0 reads it all.")
 @click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
               help="Steps between writes of latest.pt.")
 @click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
-def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, resume: bool, encoding: str, device: str,
-          quiet: bool, **options) -> None:
+def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
+          encoding: str, device: str, quiet: bool, **options) -> None:
     """Train a model on CORPUS (a text file, or - for stdin).
 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
     learning-rate schedule fits whichever budget ends first.
+
+    CORPUS is encoded once into a token file in the cache and memory-mapped, so
+    corpora larger than memory train in constant memory. Under torchrun, each
+    process trains on its share of the --batch-size streams (see the README).
 
     \b
     Examples:
@@ -155,7 +165,8 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, resume: boo
         if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
                                               click.core.ParameterSource.ENVIRONMENT)
     }
-    code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit)
+    code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit,
+                        Path(cache_dir) if cache_dir else None)
     ctx.exit(code)
 
 
@@ -221,7 +232,9 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
               help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, as_json) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, as_json,
+                 quiet) -> None:
     """Loss of FILE (or - for stdin) under a trained model: nats/char, bits/char, perplexity.
 
     \b
@@ -231,7 +244,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
     """
     from .session import run_eval
 
-    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device)
+    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device, quiet)
     if as_json:
         click.echo(json.dumps(result))
     else:

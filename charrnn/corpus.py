@@ -1,10 +1,9 @@
-"""Where training text comes from: files, stdin, and the built-in corpora."""
+"""The built-in corpora: built offline from this Python, or downloaded and checked."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import sys
 import sysconfig
 import urllib.error
@@ -17,55 +16,6 @@ from .fileio import atomic_write_bytes
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 CORPORA = ("python-stdlib", "tinyshakespeare")
-
-
-def read_bytes(path: str) -> bytes:
-    """The raw bytes of a corpus path, or of stdin for '-', with one-line errors."""
-    if path == "-":
-        if sys.stdin is None:  # Python's stdin is None when fd 0 was closed (`0<&-`)
-            raise CharrnnError("cannot read standard input: it is closed")
-        try:
-            return sys.stdin.buffer.read()
-        except (OSError, ValueError, AttributeError) as e:
-            raise CharrnnError(f"cannot read standard input: {e}") from None
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-    except FileNotFoundError:
-        raise CharrnnError(f"{path}: no such file") from None
-    except OSError as e:
-        raise CharrnnError(f"{path}: {e.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise CharrnnError(f"{path}: is a directory, not a text file")
-    try:
-        with open(p, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise CharrnnError(f"{path}: {e.strerror}") from None
-
-
-def decode(data: bytes, encoding: str, name: str) -> str:
-    try:
-        return data.decode(encoding)
-    except LookupError:
-        raise CharrnnError(f"unknown encoding {encoding!r}") from None
-    except UnicodeDecodeError as e:
-        raise CharrnnError(
-            f"{name}: byte 0x{data[e.start]:02x} at offset {e.start} is not valid {encoding} "
-            f"(use --encoding to read it as another encoding)"
-        ) from None
-
-
-def read_text(path: str, encoding: str = "utf-8") -> str:
-    name = "<stdin>" if path == "-" else path
-    text = decode(read_bytes(path), encoding, name)
-    if not text:
-        raise CharrnnError(f"{name}: the corpus is empty")
-    return text
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def python_stdlib(max_bytes: int | None = None) -> bytes:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .tokens import as_ids
+
 
 def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The last `val_frac` of the tokens is validation, the rest is training."""
@@ -33,13 +35,21 @@ class Position:
 
 
 class StreamBatcher:
-    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int):
+    """Windows of `batch_size` streams; `rows` picks this process's share of them.
+
+    Under DistributedDataParallel every rank lays out the same global streams and reads
+    its own disjoint rows, so the windows, epochs and position are the same on every
+    rank whatever the world size, and a run can resume with a different one.
+    """
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, rows: slice = slice(None)):
         if len(tokens) < min_train_length(batch_size, seq_len):
             raise ValueError("too few tokens for one window per stream")
         self.batch_size = batch_size
         self.seq_len = seq_len
         stream_len = len(tokens) // batch_size
-        self.streams = tokens[: stream_len * batch_size].view(batch_size, stream_len)
+        # A view: on a memory-mapped corpus only the windows read are ever paged in.
+        self.streams = tokens[: stream_len * batch_size].view(batch_size, stream_len)[rows]
         self.windows_per_epoch = (stream_len - 1) // seq_len
         self.position = Position()
 
@@ -51,7 +61,7 @@ class StreamBatcher:
             pos.window = 0
         starts_epoch = pos.window == 0
         start = pos.window * self.seq_len
-        chunk = self.streams[:, start : start + self.seq_len + 1].long()
+        chunk = as_ids(self.streams[:, start : start + self.seq_len + 1])
         pos.window += 1
         return chunk[:, :-1], chunk[:, 1:], starts_epoch
 

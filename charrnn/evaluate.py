@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from .data import eval_streams
 from .model import CharRNN
 from .runtime import autocast
+from .tokens import as_ids
 
 # Parallel streams make a CPU pass about ten times faster than one stream; the burn-in
 # gives each stream the preceding text as context, so the figure matches a single
@@ -43,37 +44,55 @@ def evaluate(
     burn_in: int = DEFAULT_BURN_IN,
     chunk: int = 512,
     on_progress: Callable[[int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
-    """Mean loss over every target of `tokens` (token 1 to the end), in nats per char."""
+    """Mean loss over every target of `tokens` (token 1 to the end), in nats per char.
+
+    `tokens` may be memory-mapped: each chunk of the streams is gathered as it is needed,
+    so memory does not grow with the text. With `shard=(rank, world)` this process runs
+    every world-th stream and `reduce` (a sum across processes) combines the totals.
+    """
     if len(tokens) < 2:
         raise ValueError("need at least two characters to evaluate")
-    spans = eval_streams(tokens, streams, burn_in)
-    length = max(end - 1 - ctx for ctx, _, end in spans)
-    inputs = torch.zeros(len(spans), length, dtype=torch.long)
-    targets = torch.zeros(len(spans), length, dtype=torch.long)
-    scored = torch.zeros(len(spans), length, dtype=torch.bool)
-    for row, (ctx, score, end) in enumerate(spans):
-        n = end - 1 - ctx
-        inputs[row, :n] = tokens[ctx : end - 1]
-        targets[row, :n] = tokens[ctx + 1 : end]
-        scored[row, score - 1 - ctx : n] = True
-
+    rank, world = shard
+    spans = eval_streams(tokens, streams, burn_in)[rank::world]
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, characters scored
     was_training = model.training
     model.eval()
-    state = model.initial_state(len(spans), device)
-    total = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for start in range(0, length, chunk):
-            x = inputs[:, start : start + chunk].to(device)
-            y = targets[:, start : start + chunk].to(device)
-            mask = scored[:, start : start + chunk].to(device)
-            with autocast(device):
-                logits, state = model(x, state)
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-            total += (losses * mask.reshape(-1)).sum(dtype=torch.float64)
-            if on_progress is not None:
-                on_progress(int(mask.sum()))
+        if spans:
+            _run_spans(model, tokens, spans, device, chunk, totals, on_progress)
     finally:
         model.train(was_training)
-    chars = int(scored.sum())
-    return EvalResult(loss=total.item() / chars, chars=chars)
+    if reduce is not None:
+        totals = reduce(totals)
+    loss_sum, chars = totals.tolist()
+    return EvalResult(loss=loss_sum / chars if chars else math.nan, chars=int(chars))
+
+
+def _run_spans(model: CharRNN, tokens: torch.Tensor, spans: list[tuple[int, int, int]], device: torch.device,
+               chunk: int, totals: torch.Tensor, on_progress: Callable[[int], None] | None) -> None:
+    length = max(end - 1 - ctx for ctx, _, end in spans)
+    state = model.initial_state(len(spans), device)
+    for offset in range(0, length, chunk):
+        width = min(chunk, length - offset)
+        x = torch.zeros(len(spans), width, dtype=torch.long)
+        y = torch.zeros(len(spans), width, dtype=torch.long)
+        scored = torch.zeros(len(spans), width, dtype=torch.bool)
+        for row, (ctx, score, end) in enumerate(spans):
+            # Row reads inputs [ctx, end - 1); input i predicts token i + 1, scored from `score`.
+            a, b = ctx + offset, min(ctx + offset + width, end - 1)
+            if b > a:
+                x[row, : b - a] = as_ids(tokens[a:b])
+                y[row, : b - a] = as_ids(tokens[a + 1 : b + 1])
+                scored[row, max(0, score - 1 - a) : b - a] = True
+        with autocast(device):
+            logits, state = model(x.to(device), state)
+        losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
+                                 reduction="none")
+        mask = scored.to(device).reshape(-1)
+        totals[0] += (losses * mask).sum(dtype=torch.float64)
+        totals[1] += mask.sum(dtype=torch.float64)
+        if on_progress is not None:
+            on_progress(int(scored.sum()))

@@ -11,6 +11,26 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
+def made_folder(folder: Path) -> Iterator[Path]:
+    """Creates `folder` and its missing parents; if the block fails, removes the ones it
+    created (when empty), so a failed start leaves no stray folders behind."""
+    folder = Path(folder)
+    created = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Yields a temp file in the target's folder; on success it replaces `path` atomically.
 
@@ -23,7 +43,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        chmod_as_created(tmp)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -34,6 +54,11 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+
+
+def chmod_as_created(path: str | Path) -> None:
+    """mkstemp makes files 0600; give them the mode open() would have."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

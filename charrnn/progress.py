@@ -25,6 +25,27 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+def byte_bar(total: int | None, desc: str, quiet: bool, stream: TextIO | None = None) -> tqdm:
+    """A bar in bytes (for hashing, spooling and encoding) on a terminal; silent otherwise."""
+    stream = stream or sys.stderr
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=stream, leave=False,
+                dynamic_ncols=True, disable=quiet or not _isatty(stream))
+
+
+def count_bar(total: int | None, desc: str, unit: str, quiet: bool, stream: TextIO | None = None) -> tqdm:
+    """A bar counting items (characters evaluated) on a terminal; silent otherwise."""
+    stream = stream or sys.stderr
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=stream, leave=False,
+                dynamic_ncols=True, disable=quiet or not _isatty(stream))
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class TrainingProgress:
     """Shows step, losses and throughput. `total` is the step count when one is known."""
 

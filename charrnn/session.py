@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import checkpoint
-from .corpus import read_text, sha256_text
+from . import checkpoint, distributed, tokens
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
-from .progress import TrainingProgress, format_duration, log
+from .progress import TrainingProgress, count_bar, format_duration, log
 from .runtime import pick_device, seed_everything
 from .train import (
     DEFAULT_MAX_EPOCHS,
@@ -19,95 +18,111 @@ from .train import (
     stop_on_signals,
     train_options,
 )
-from .vocab import Vocabulary, escape_chars
+from .vocab import escape_chars
 
 
 def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str, device_name: str,
-                 quiet: bool, options: dict, explicit: set[str]) -> int:
-    """Trains (or resumes), returning the process exit code."""
-    device = pick_device(device_name)
-    text = read_text(corpus_path, encoding)
-    corpus = {"sha256": sha256_text(text), "length": len(text), "source": corpus_path}
+                 quiet: bool, options: dict, explicit: set[str], cache_dir: Path | None = None) -> int:
+    """Trains (or resumes), returning the process exit code.
 
+    Under torchrun this runs once per rank: rank 0 alone reports progress and writes
+    checkpoints, and the ranks on each machine share that machine's token cache.
+    """
+    world = distributed.from_environment()
+    if world.distributed and corpus_path == "-":
+        raise CharrnnError("torchrun workers cannot share standard input; give the corpus as a file")
+    world, device = distributed.start(world, pick_device(device_name))
+    try:
+        return _train(world, device, corpus_path, checkpoint_dir, resume, encoding, quiet or not world.is_main,
+                      options, explicit, cache_dir or checkpoint_dir / tokens.CACHE_FOLDER)
+    finally:
+        world.close()
+
+
+def _prepare_corpus(world: distributed.World, corpus_path: str, encoding: str, cache_dir: Path,
+                    quiet: bool) -> tokens.EncodedCorpus:
+    # One rank per machine encodes; the others then find it in the cache.
+    if world.local_rank == 0:
+        corpus = tokens.prepare(corpus_path, encoding, cache_dir, quiet)
+    world.barrier()
+    if world.local_rank != 0:
+        corpus = tokens.prepare(corpus_path, encoding, cache_dir, quiet=True)
+    return corpus
+
+
+def _train(world: distributed.World, device, corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str,
+           quiet: bool, options: dict, explicit: set[str], cache_dir: Path) -> int:
     ckpt = None
     if resume:
         latest = checkpoint_dir / checkpoint.LATEST
         if not latest.exists():
             raise CharrnnError(f"--resume: no {checkpoint.LATEST} in {checkpoint_dir}")
         ckpt = checkpoint.load(latest)
+    corpus = _prepare_corpus(world, corpus_path, encoding, cache_dir, quiet)
+    source = {"sha256": corpus.sha256, "length": len(corpus), "source": corpus_path}
+
+    if ckpt is not None:
         vocab = ckpt.vocab
-        unknown = vocab.unknown(text)
+        unknown = [c for c in corpus.vocab.chars if c not in vocab]
         if unknown:
             raise CharrnnError(
-                f"--resume: the corpus has characters the checkpoint's vocabulary lacks: {escape_chars(unknown, limit=20)}"
+                "--resume: the corpus has characters the checkpoint's vocabulary lacks: "
+                + escape_chars(unknown, limit=20)
             )
+        corpus = tokens.renumber(corpus, vocab)
         stored = ckpt.data.get("train_args") or {}
         old_sha = (ckpt.data.get("corpus") or {}).get("sha256")
-        if old_sha and old_sha != corpus["sha256"]:
+        if old_sha and old_sha != corpus.sha256 and world.is_main:
             # Shown even with --quiet, which silences progress, not warnings.
-            log(f"warning: resuming on a different corpus (sha256 {corpus['sha256']}; "
+            log(f"warning: resuming on a different corpus (sha256 {corpus.sha256}; "
                 f"the checkpoint was trained on {old_sha})")
         options = merge_resume_options(stored, options, explicit)
         model_config, config = configs_from_options(options, len(vocab))
         if model_config.to_dict() != ckpt.model_config.to_dict():
             raise CharrnnError("--resume: the checkpoint's model config differs from its stored options")
     else:
-        vocab = Vocabulary.from_text(text)
+        vocab = corpus.vocab
         model_config, config = configs_from_options(options, len(vocab))
         if not config.stop_given():
             config.max_epochs = DEFAULT_MAX_EPOCHS
 
     seed_everything(config.seed)
     model = ckpt.build_model() if ckpt is not None else CharRNN(model_config)
-    tokens = vocab.encode(text)
-    del text
-    trainer = Trainer(model, vocab, tokens, config, device, checkpoint_dir, train_options(model_config, config),
-                      corpus, resume=ckpt)
+    trainer = Trainer(model, vocab, corpus.tokens, config, device, checkpoint_dir, train_options(model_config, config),
+                      source, resume=ckpt, world=world)
+    ranks = f" x {world.size} processes" if world.distributed else ""
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
-        f"({model.num_parameters():,} parameters) on {len(tokens):,} chars, {len(vocab)} symbols, "
-        f"device {device.type}" + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
+        f"({model.num_parameters():,} parameters) on {len(corpus):,} chars, {len(vocab)} symbols, "
+        f"device {device.type}{ranks}" + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
+    log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
     trainer.progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
     try:
         with stop_on_signals(trainer):
             result = trainer.run()
     except KeyboardInterrupt:
         trainer.progress.close()
-        log(f"aborted; the last checkpoint in {checkpoint_dir} is intact", quiet=False)
+        log(f"aborted; the last checkpoint in {checkpoint_dir} is intact", quiet=not world.is_main)
         return EXIT_SIGNAL_BASE + 2
     finally:
         trainer.progress.close()
     latest = checkpoint_dir / checkpoint.LATEST
     if result.stopped_by_signal is not None:
-        log(f"interrupted at step {result.step}; saved {latest}; continue with --resume", quiet=False)
+        log(f"interrupted at step {result.step}; saved {latest}; continue with --resume", quiet=not world.is_main)
         return EXIT_SIGNAL_BASE + result.stopped_by_signal
     best = f"best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "no validation"
     log(f"done: {result.step} steps in {format_duration(trainer.elapsed)}, {best}; saved {latest}", quiet)
     return 0
 
 
-def read_eval_text(path: str, encoding: str, vocab: Vocabulary, skip_unknown: bool) -> tuple[str, int]:
-    text = read_text(path, encoding)
-    unknown = vocab.unknown(text)
-    if not unknown:
-        return text, 0
-    if not skip_unknown:
-        raise CharrnnError(
-            f"the text has {len(unknown)} characters outside the model's vocabulary: "
-            f"{escape_chars(unknown, limit=20)} (--skip-unknown drops them)"
-        )
-    keep = vocab.index
-    kept = "".join(c for c in text if c in keep)
-    return kept, len(text) - len(kept)
-
-
 def run_eval(path: str, checkpoint_path: str, encoding: str, skip_unknown: bool, streams: int,
-             device_name: str) -> dict:
+             device_name: str, quiet: bool = False) -> dict:
     ckpt = checkpoint.load(checkpoint_path)
     device = pick_device(device_name)
-    text, skipped = read_eval_text(path, encoding, ckpt.vocab, skip_unknown)
-    if len(text) < 2:
+    ids, skipped = tokens.encode_for_model(path, encoding, ckpt.vocab, skip_unknown, quiet=quiet)
+    if len(ids) < 2:
         raise CharrnnError("need at least two known characters to evaluate")
-    result = evaluate(ckpt.build_model(device), ckpt.vocab.encode(text), device, streams=streams)
+    with count_bar(len(ids) - 1, "evaluating", "char", quiet) as bar:
+        result = evaluate(ckpt.build_model(device), ids, device, streams=streams, on_progress=bar.update)
     return {
         "loss": result.loss,
         "bpc": result.bpc,

@@ -14,8 +14,9 @@ import torch
 
 from . import checkpoint
 from .data import StreamBatcher, min_train_length, split
+from .distributed import World
 from .errors import CharrnnError, TrainingDiverged
-from .evaluate import evaluate
+from .evaluate import DEFAULT_STREAMS, evaluate
 from .model import CharRNN, ModelConfig, State, detach_state, loss_fn
 from .progress import TrainingProgress, format_duration
 from .runtime import autocast, rng_state, seed_everything, set_rng_state
@@ -42,6 +43,10 @@ class TrainConfig:
     max_steps: int | None = None
     max_time: float | None = None  # seconds
     eval_every: int = 1000
+    # Validation during training reads at most this many characters from the start of the
+    # validation split, so a gigabyte corpus does not stall on a 100 MB pass; `charrnn
+    # eval` scores a whole file. Tiny-shakespeare's split (111,540) is read whole.
+    eval_chars: int | None = 1_000_000
     save_every: int = 250
     seed: int = 1337
 
@@ -106,17 +111,33 @@ class Trainer:
         corpus: dict,
         progress: TrainingProgress | None = None,
         resume: checkpoint.Checkpoint | None = None,
+        world: World | None = None,
     ):
         self.config = config
         self.device = device
         self.vocab = vocab
+        self.world = world = world or World()
         self.model = model.to(device)
+        # Gradients are averaged across ranks by DDP; `self.model` stays the plain module
+        # for evaluation and checkpoints.
+        self.train_model: torch.nn.Module = self.model
+        if world.distributed:
+            if config.batch_size % world.size:
+                raise CharrnnError(
+                    f"--batch-size {config.batch_size} must be a multiple of the {world.size} processes, "
+                    f"each of which takes an equal share of the streams"
+                )
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.checkpoint_dir = Path(checkpoint_dir)
         self.options = options
         self.corpus = corpus
         self.progress = progress
 
         train_tokens, self.val_tokens = split(tokens, config.val_frac)
+        if config.eval_chars:
+            self.val_tokens = self.val_tokens[: config.eval_chars + 1]
         need = min_train_length(config.batch_size, config.seq_len)
         if len(train_tokens) < need or len(self.val_tokens) < 2:
             raise CharrnnError(
@@ -124,7 +145,7 @@ class Trainer:
                 f"× (--seq-len {config.seq_len} + 1) needs {need:,} for training plus a validation split "
                 f"of at least 2 (--val-frac {config.val_frac}); use a longer corpus or smaller sizes"
             )
-        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len)
+        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len, world.rows(config.batch_size))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
         )
@@ -134,7 +155,9 @@ class Trainer:
         self.metrics: list[dict] = []
         self.state: State | None = None
         self.stop_signal: int | None = None
-        seed_everything(config.seed)
+        self.stop_agreed = False
+        # Each rank draws its own dropout masks; rank 0 of any run draws a one-process run's.
+        seed_everything(config.seed + world.rank)
         if resume is not None:
             self._restore(resume)
 
@@ -180,7 +203,7 @@ class Trainer:
             "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate()},
             "step": self.step,
             "data_position": {"epoch": pos.epoch, "window": pos.window},
-            "hidden": list(self.state) if self.state is not None else None,
+            "hidden": [self.world.gather_rows(h) for h in self.state] if self.state is not None else None,
             "rng": rng_state(),
             "metrics": self.metrics,
             "best_val_loss": self.best_val_loss,
@@ -201,8 +224,12 @@ class Trainer:
             self.batcher.position.window = int(d["data_position"]["window"])
             hidden = d["hidden"]
             same_shape = hidden is not None and tuple(hidden[0].shape[1:2]) == (self.config.batch_size,)
-            self.state = tuple(h.to(self.device) for h in hidden) if same_shape else None
+            rows = self.world.rows(self.config.batch_size)
+            self.state = tuple(h[:, rows].to(self.device) for h in hidden) if same_shape else None
             set_rng_state(d["rng"])
+            if self.world.distributed:
+                # The checkpoint holds rank 0's generator; the others derive theirs afresh.
+                seed_everything(self.config.seed + self.world.rank + 7919 * self.step)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise checkpoint.CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
 
@@ -217,13 +244,18 @@ class Trainer:
         )
 
     def save(self, best: bool) -> None:
-        payload = self._payload()
+        payload = self._payload()  # a collective under DDP: every rank builds it
+        if not self.world.is_main:
+            return
         checkpoint.save(self.checkpoint_dir / checkpoint.LATEST, payload)
         if best:
             checkpoint.save(self.checkpoint_dir / checkpoint.BEST, payload)
 
     def validate(self) -> float:
-        return evaluate(self.model, self.val_tokens, self.device).loss
+        world = self.world
+        streams = max(DEFAULT_STREAMS, world.size)
+        return evaluate(self.model, self.val_tokens, self.device, streams=streams,
+                        shard=(world.rank, world.size), reduce=world.sum).loss
 
     # ---- the loop ------------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -238,7 +270,7 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate()
         with autocast(self.device):
-            logits, state = model(x, self.state)
+            logits, state = self.train_model(x, self.state)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -260,21 +292,22 @@ class Trainer:
         chars_per_s = None
         last_saved = self.step
 
-        while not self.done() and self.stop_signal is None:
+        while not self.done() and not self.stop_agreed:
             x, y, new_epoch = self.batcher.next()
             if new_epoch:
                 self.state = None
             loss = self.train_step(x, y)
-            self.elapsed = time.monotonic() - run_start
+            self.elapsed, self.stop_agreed = self.world.agree(time.monotonic() - run_start,
+                                                              self.stop_signal is not None)
             loss_sum += loss
             loss_count += 1
-            window_chars += x.numel()
+            window_chars += x.numel() * self.world.size
 
-            finishing = self.done() or self.stop_signal is not None
+            finishing = self.done() or self.stop_agreed
             evaluating = self.step % c.eval_every == 0 or self.done()
             saving = evaluating or finishing or self.step - last_saved >= c.save_every
             if saving or loss_count >= 20:
-                train_loss = loss_sum.item() / loss_count
+                train_loss = self.world.mean(loss_sum).item() / loss_count
                 self._check_finite(train_loss)
                 loss_sum.zero_()
                 loss_count = 0
@@ -315,6 +348,8 @@ class Trainer:
 
         if self.step != last_saved:  # a signal arrived while evaluating or saving
             self.save(best=False)
+        if self.stop_agreed and self.stop_signal is None:  # another rank was signalled
+            self.stop_signal = signal.SIGTERM
         return TrainResult(self.step, self.best_val_loss, self.stop_signal, self.checkpoint_dir)
 
 

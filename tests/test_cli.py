@@ -114,4 +114,6 @@ def test_user_errors_are_one_line(tmp_path, corpus_file):
         assert result.exit_code in (1, 2), args
         assert expected in result.stderr and "Traceback" not in result.output, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert not (tmp_path / "c").exists()  # a failed start leaves no checkpoint dir behind
+    # A failed start writes no checkpoint; the encoded corpus stays cached for the retry.
+    assert not list((tmp_path / "c").glob("*.pt"))
+    assert len(list((tmp_path / "c" / "cache").glob("*.tokens"))) == 1

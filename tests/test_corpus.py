@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from charrnn import corpus
+from charrnn import corpus, tokens
 from charrnn.errors import CharrnnError
 
 from .conftest import SHAKESPEARE
@@ -40,17 +40,16 @@ def test_undecodable_byte_names_its_offset(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("café au lait".encode("latin-1"))
     with pytest.raises(CharrnnError, match="0xe9 at offset 3"):
-        corpus.read_text(str(path))
-    assert corpus.read_text(str(path), "latin-1") == "café au lait"
+        tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    latin = tokens.prepare(str(path), "latin-1", tmp_path / "cache")
+    assert latin.vocab.decode(tokens.as_ids(latin.tokens)) == "café au lait"
 
 
 def test_empty_directory_and_missing_are_errors(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
-    with pytest.raises(CharrnnError, match="empty"):
-        corpus.read_text(str(tmp_path / "empty.txt"))
-    with pytest.raises(CharrnnError, match="is a directory"):
-        corpus.read_text(str(tmp_path))
-    with pytest.raises(CharrnnError, match="no such file"):
-        corpus.read_text(str(tmp_path / "nope.txt"))
-    with pytest.raises(CharrnnError, match="unknown encoding"):
-        corpus.decode(b"abc", "no-such-codec", "x")
+    cases = [(tmp_path / "empty.txt", "utf-8", "empty"), (tmp_path, "utf-8", "is a directory"),
+             (tmp_path / "nope.txt", "utf-8", "no such file"), (tmp_path / "empty.txt", "no-such-codec",
+                                                                "unknown encoding")]
+    for path, encoding, message in cases:
+        with pytest.raises(CharrnnError, match=message):
+            tokens.prepare(str(path), encoding, tmp_path / "cache")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner, Result
 
-from charrnn import checkpoint
+from charrnn import checkpoint, tokens
 from charrnn.cli import cli
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
@@ -97,8 +97,9 @@ def load_finite(path: Path) -> checkpoint.Checkpoint:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Names in a checkpoint dir other than latest.pt and best.pt."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in (checkpoint.LATEST, checkpoint.BEST))
+    """Names in a checkpoint dir other than latest.pt, best.pt and the token cache."""
+    expected = (checkpoint.LATEST, checkpoint.BEST, tokens.CACHE_FOLDER)
+    return sorted(p.name for p in folder.iterdir() if p.name not in expected)
 
 
 def is_temp_of(name: str, target: str) -> bool:

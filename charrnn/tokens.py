@@ -1,0 +1,442 @@
+"""Corpora as token files: encoded once in a streaming pass, cached, memory-mapped.
+
+A corpus is read in bounded chunks through an incremental decoder (so a multi-byte
+character split across two chunks decodes whole), and each chunk's characters become
+ids through a dense code-point lookup table, vectorised in torch. The ids go to a flat
+little-endian file of the narrowest width that holds the vocabulary (uint8, uint16 or
+uint32), which training maps into memory instead of reading: memory use stays flat
+however large the corpus is.
+
+The cache is keyed by the sha256 of the corpus's bytes, so a second run on the same
+corpus only hashes it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from .errors import CharrnnError
+from .fileio import atomic_write_bytes, chmod_as_created, made_folder
+from .progress import byte_bar
+from .vocab import Vocabulary, escape_chars
+
+CACHE_FOLDER = "cache"  # inside the checkpoint dir, unless --cache-dir says otherwise
+CHUNK_BYTES = 1 << 20  # measured: 1 MiB chunks encode faster than 4 MiB and peak 160 MB lower
+CACHE_FORMAT = "charrnn-tokens"
+CACHE_VERSION = 1
+UNICODE_SIZE = 0x110000
+
+# On-disk widths. torch has no unsigned 16- or 32-bit arithmetic on every supported
+# version, so those files are mapped as signed and widened by `as_ids`.
+WIDTHS = {"uint8": (torch.uint8, 1), "uint16": (torch.int16, 2), "uint32": (torch.int32, 4)}
+
+
+def storage_name(vocab_size: int) -> str:
+    if vocab_size <= 1 << 8:
+        return "uint8"
+    if vocab_size <= 1 << 16:
+        return "uint16"
+    return "uint32"
+
+
+def as_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """int64 ids from stored tokens (a uint16 file is mapped as int16, so undo the sign)."""
+    ids = tokens.long()
+    return ids & 0xFFFF if tokens.dtype == torch.int16 else ids
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.contiguous()
+    return ctypes.string_at(t.data_ptr(), t.numel() * t.element_size())
+
+
+@dataclass
+class EncodedCorpus:
+    tokens: torch.Tensor  # 1-D, memory-mapped, ids in `vocab` order
+    vocab: Vocabulary
+    sha256: str  # of the corpus bytes
+    path: Path  # the token file
+    reused: bool  # found in the cache rather than encoded now
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def map_tokens(path: Path, length: int, vocab_size: int) -> torch.Tensor:
+    """The token file as a read-only, lazily paged tensor."""
+    dtype, width = WIDTHS[storage_name(vocab_size)]
+    if length == 0:
+        return torch.empty(0, dtype=dtype)
+    # shared=False maps the file copy-on-write: nothing we do can change the cache.
+    return torch.from_file(str(path), shared=False, size=length, dtype=dtype)
+
+
+# ---- reading corpora -------------------------------------------------------------------------
+@contextlib.contextmanager
+def open_corpus(path: str) -> Iterator[BinaryIO]:
+    """The corpus file (or stdin for '-') opened for binary reads, with one-line errors."""
+    if path == "-":
+        if sys.stdin is None:  # Python's stdin is None when fd 0 was closed (`0<&-`)
+            raise CharrnnError("cannot read standard input: it is closed")
+        yield sys.stdin.buffer
+        return
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise CharrnnError(f"{path}: is a directory, not a text file")
+    try:
+        f = open(p, "rb")
+    except OSError as e:
+        raise CharrnnError(f"{path}: {e.strerror}") from None
+    with f:
+        yield f
+
+
+def read_chunks(f: BinaryIO, name: str, chunk_bytes: int) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = f.read(chunk_bytes)
+        except (OSError, ValueError) as e:
+            raise CharrnnError(f"cannot read {name}: {e}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def file_size(f: BinaryIO) -> int | None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size
+    return None
+
+
+def hash_stream(f: BinaryIO, name: str, chunk_bytes: int = CHUNK_BYTES, quiet: bool = True) -> str:
+    digest = hashlib.sha256()
+    with byte_bar(file_size(f), "hashing", quiet) as bar:
+        for chunk in read_chunks(f, name, chunk_bytes):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def spool(src: BinaryIO, folder: Path, name: str, chunk_bytes: int = CHUNK_BYTES,
+          quiet: bool = True) -> tuple[Path, str]:
+    """Copies a stream that can be read only once to a temporary file in `folder`, hashing it."""
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".spool-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "wb") as out, byte_bar(None, f"reading {name}", quiet) as bar:
+            for chunk in read_chunks(src, name, chunk_bytes):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp), digest.hexdigest()
+
+
+# ---- the streaming encoder -------------------------------------------------------------------
+@dataclass
+class EncodeResult:
+    vocab: Vocabulary
+    length: int  # ids written
+    unknown: list[str]  # characters outside a fixed vocabulary (sorted)
+    skipped: int  # of those, how many occurrences were dropped
+
+
+class StreamEncoder:
+    """Characters to ids, chunk by chunk, into a binary file.
+
+    With `vocab` the ids are that vocabulary's; without, the vocabulary is whatever the
+    text holds: ids are handed out as new characters appear, and `finish` renumbers the
+    file into sorted-character order (a pass over the ids, not the text, and none at all
+    when every character already appeared in sorted order in the first chunk).
+    """
+
+    def __init__(self, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
+                 skip_unknown: bool = False):
+        try:
+            self.decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        except LookupError:
+            raise CharrnnError(f"unknown encoding {encoding!r}") from None
+        self.encoding = encoding
+        self.name = name
+        self.out_path = out_path
+        self.out = open(out_path, "wb")
+        self.fixed = vocab is not None
+        self.skip_unknown = skip_unknown
+        self.table = torch.full((UNICODE_SIZE,), -1, dtype=torch.int32)
+        self.code_points: list[int] = []  # by id
+        if vocab is not None:
+            self.code_points = [ord(c) for c in vocab.chars]
+            self.table[torch.tensor(self.code_points, dtype=torch.long)] = torch.arange(len(vocab), dtype=torch.int32)
+        self.storage = storage_name(max(1, len(self.code_points)))
+        self.length = 0
+        self.offset = 0  # bytes fed so far
+        self.unknown: set[int] = set()
+        self.skipped = 0
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        pending = len(self.decoder.getstate()[0])
+        try:
+            text = self.decoder.decode(data, final)
+        except UnicodeDecodeError as e:
+            at = self.offset - pending + e.start
+            raise CharrnnError(
+                f"{self.name}: byte 0x{e.object[e.start]:02x} at offset {at} is not valid {self.encoding} "
+                f"(use --encoding to read it as another encoding)"
+            ) from None
+        self.offset += len(data)
+        if text:
+            self._encode(text)
+
+    def _encode(self, text: str) -> None:
+        raw = bytearray(text.encode("utf-32-le", "surrogatepass"))
+        points = torch.frombuffer(raw, dtype=torch.int32).long()
+        ids = self.table[points]
+        missing = ids < 0
+        if missing.any():
+            fresh = torch.unique(points[missing])
+            if self.fixed:
+                self.unknown.update(fresh.tolist())
+                if not self.skip_unknown:
+                    return
+                ids = ids[~missing]
+                self.skipped += int(missing.sum())
+            else:
+                start = len(self.code_points)
+                self.table[fresh] = torch.arange(start, start + len(fresh), dtype=torch.int32)
+                self.code_points.extend(fresh.tolist())
+                self._widen_if_needed()
+                ids = self.table[points]
+        if not self.unknown or self.skip_unknown:
+            self.out.write(_tensor_bytes(ids.to(WIDTHS[self.storage][0])))
+            self.length += len(ids)
+
+    def _widen_if_needed(self) -> None:
+        wider = storage_name(len(self.code_points))
+        if wider == self.storage:
+            return
+        self.out.close()
+        _convert_file(self.out_path, self.length, self.storage, wider)
+        self.storage = wider
+        self.out = open(self.out_path, "ab")
+
+    def finish(self) -> EncodeResult:
+        self.feed(b"", final=True)
+        self.out.close()
+        chars = [chr(p) for p in self.code_points]
+        vocab = Vocabulary(chars)
+        if not self.fixed:
+            # Provisional id i is chars[i]; its final id is that character's sorted rank.
+            ranks = torch.tensor([vocab.index[c] for c in chars], dtype=torch.int64)
+            if not torch.equal(ranks, torch.arange(len(chars))):
+                _convert_file(self.out_path, self.length, self.storage, self.storage, ranks)
+        unknown = sorted(chr(p) for p in self.unknown)
+        return EncodeResult(vocab, self.length, unknown, self.skipped)
+
+    def close(self) -> None:
+        self.out.close()
+
+
+def _convert_file(path: Path, length: int, old: str, new: str, mapping: torch.Tensor | None = None,
+                  chunk: int = CHUNK_BYTES) -> None:
+    """Rewrites a token file in place or to a wider width, optionally renumbering ids.
+
+    Plain reads and writes rather than a writable mapping: dirty mapped pages would count
+    against the process's memory for the whole pass.
+    """
+    old_dtype, old_width = WIDTHS[old]
+    new_dtype, _ = WIDTHS[new]
+    tmp = path.with_name(path.name + ".convert")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        remaining = length
+        while remaining:
+            n = min(remaining, chunk)
+            buf = bytearray(src.read(n * old_width))
+            ids = as_ids(torch.frombuffer(buf, dtype=old_dtype))
+            if mapping is not None:
+                ids = mapping[ids]
+            dst.write(_tensor_bytes(ids.to(new_dtype)))
+            remaining -= n
+    os.replace(tmp, path)
+
+
+def encode_file(src: Path, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
+                skip_unknown: bool = False, chunk_bytes: int = CHUNK_BYTES, quiet: bool = True) -> EncodeResult:
+    with open_corpus(str(src)) as f:
+        return encode_stream(f, out_path, encoding, name, vocab, skip_unknown, chunk_bytes, quiet, file_size(f))
+
+
+def encode_stream(f: BinaryIO, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
+                  skip_unknown: bool = False, chunk_bytes: int = CHUNK_BYTES, quiet: bool = True,
+                  total_bytes: int | None = None) -> EncodeResult:
+    encoder = StreamEncoder(out_path, encoding, name, vocab, skip_unknown)
+    try:
+        with byte_bar(total_bytes, "encoding", quiet) as bar:
+            for chunk in read_chunks(f, name, chunk_bytes):
+                encoder.feed(chunk)
+                bar.update(len(chunk))
+        return encoder.finish()
+    finally:
+        encoder.close()
+
+
+# ---- the cache -------------------------------------------------------------------------------
+def _codec_name(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise CharrnnError(f"unknown encoding {encoding!r}") from None
+
+
+def _vocab_key(vocab: Vocabulary) -> str:
+    return hashlib.sha256(json.dumps(vocab.chars).encode()).hexdigest()[:16]
+
+
+def _read_meta(meta_path: Path, token_path: Path) -> dict | None:
+    """The cache entry's metadata, or None if the entry is missing, stale or damaged."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+            return None
+        width = WIDTHS[storage_name(len(meta["vocab"]))][1]
+        if token_path.stat().st_size != meta["length"] * width:
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_meta(meta_path: Path, **fields) -> None:
+    meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, **fields}
+    atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
+
+
+def _entry(meta: dict, token_path: Path, reused: bool) -> EncodedCorpus:
+    vocab = Vocabulary(meta["vocab"])
+    return EncodedCorpus(map_tokens(token_path, meta["length"], len(vocab)), vocab, meta["sha256"], token_path, reused)
+
+
+def prepare(path: str, encoding: str, cache_dir: Path, quiet: bool = True,
+            chunk_bytes: int = CHUNK_BYTES) -> EncodedCorpus:
+    """The corpus at `path` (or stdin for '-') as memory-mapped tokens, encoding it if not cached.
+
+    A regular file is hashed in place; anything that can be read only once (stdin, a
+    pipe, `<(...)`) is first spooled into the cache folder, hashed on the way.
+    """
+    name = "<stdin>" if path == "-" else path
+    codec = _codec_name(encoding)
+    with open_corpus(path) as f, made_folder(Path(cache_dir)) as cache_dir:
+        if path != "-" and file_size(f) is not None:
+            sha = hash_stream(f, name, chunk_bytes, quiet)
+            return _cached_or_encoded(Path(path), name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
+        spooled, sha = spool(f, cache_dir, name, chunk_bytes, quiet)
+        try:
+            return _cached_or_encoded(spooled, name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
+        finally:
+            spooled.unlink()
+
+
+def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: str, cache_dir: Path,
+                       chunk_bytes: int, quiet: bool) -> EncodedCorpus:
+    key = sha if codec == "utf-8" else f"{sha}-{codec}"
+    token_path, meta_path = cache_dir / f"{key}.tokens", cache_dir / f"{key}.json"
+    meta = _read_meta(meta_path, token_path)
+    if meta is not None:
+        return _entry(meta, token_path, reused=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key[:16]}-", suffix=".tokens")
+    os.close(fd)
+    chmod_as_created(tmp)
+    try:
+        result = encode_file(source, Path(tmp), encoding, name, chunk_bytes=chunk_bytes, quiet=quiet)
+        if result.length == 0:
+            raise CharrnnError(f"{name}: the corpus is empty")
+        os.replace(tmp, token_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    meta = {"sha256": sha, "encoding": codec, "length": result.length, "vocab": result.vocab.chars}
+    _write_meta(meta_path, **meta)
+    return _entry(meta, token_path, reused=False)
+
+
+def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
+    """The corpus in another vocabulary's ids (a superset of its own), cached beside it.
+
+    Used when resuming on a corpus whose characters are a strict subset of the model's.
+    """
+    unknown = [c for c in corpus.vocab.chars if c not in vocab]
+    if unknown:
+        raise CharrnnError(f"characters outside the vocabulary: {escape_chars(unknown, limit=20)}")
+    if corpus.vocab == vocab:
+        return corpus
+    stem = corpus.path.name.removesuffix(".tokens")
+    token_path = corpus.path.with_name(f"{stem}-v{_vocab_key(vocab)}.tokens")
+    meta_path = token_path.with_suffix(".json")
+    meta = _read_meta(meta_path, token_path)
+    if meta is None:
+        mapping = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.int64)
+        tmp = token_path.with_name(token_path.name + ".tmp")
+        _copy_renumbered(corpus, tmp, mapping, storage_name(len(vocab)))
+        os.replace(tmp, token_path)
+        meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
+        _write_meta(meta_path, **meta)
+    return _entry(meta, token_path, reused=corpus.reused)
+
+
+def _copy_renumbered(corpus: EncodedCorpus, dst_path: Path, mapping: torch.Tensor, storage: str,
+                     chunk: int = CHUNK_BYTES) -> None:
+    dtype = WIDTHS[storage][0]
+    with open(dst_path, "wb") as dst:
+        for start in range(0, len(corpus), chunk):
+            ids = as_ids(corpus.tokens[start : start + chunk])
+            dst.write(_tensor_bytes(mapping[ids].to(dtype)))
+
+
+def encode_for_model(path: str, encoding: str, vocab: Vocabulary, skip_unknown: bool, folder: Path | None = None,
+                     quiet: bool = True, chunk_bytes: int = CHUNK_BYTES) -> tuple[torch.Tensor, int]:
+    """Text (a file, or stdin for '-') as memory-mapped tokens in `vocab`'s ids, and how
+    many unknown characters were skipped.
+
+    Unknown characters are an error listing them all, unless `skip_unknown` drops them.
+    The token file is unlinked as soon as it is mapped, so nothing is left behind.
+    """
+    name = "<stdin>" if path == "-" else path
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".charrnn-eval-", suffix=".tokens")
+    os.close(fd)
+    try:
+        with open_corpus(path) as f:
+            result = encode_stream(f, Path(tmp), encoding, name, vocab, skip_unknown, chunk_bytes, quiet,
+                                   file_size(f))
+        if result.unknown and not skip_unknown:
+            raise CharrnnError(
+                f"the text has {len(result.unknown)} characters outside the model's vocabulary: "
+                f"{escape_chars(result.unknown, limit=20)} (--skip-unknown drops them)"
+            )
+        return map_tokens(Path(tmp), result.length, len(vocab)), result.skipped
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

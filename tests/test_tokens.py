@@ -1,0 +1,130 @@
+"""The streaming encoder and the token cache."""
+
+import io
+import sys
+
+import pytest
+import torch
+
+from charrnn import tokens
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.vocab import Vocabulary
+
+# One-, two-, three- and four-byte UTF-8 characters, so tiny chunks split them every way.
+MIXED = "plain ascii, café, naïve — 中文字符, emoji 😀🎉, tabs\tand\nnewlines\r\n" * 40
+
+
+def decode(corpus: tokens.EncodedCorpus) -> str:
+    return corpus.vocab.decode(tokens.as_ids(corpus.tokens))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64, 1 << 20])
+def test_streaming_encode_is_exact_for_any_chunk_size(tmp_path, chunk_bytes):
+    path = tmp_path / "c.txt"
+    path.write_text(MIXED, encoding="utf-8")
+    corpus = tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)
+    assert decode(corpus) == MIXED
+    assert corpus.vocab.chars == Vocabulary.from_text(MIXED).chars  # sorted, as an in-memory build
+    assert corpus.tokens.dtype == torch.uint8 and len(corpus) == len(MIXED)
+
+
+def test_vocabulary_past_256_widens_the_file_mid_stream(tmp_path):
+    # The first chunks hold few symbols; later ones push past 256, then past 32,768 (uint16 read unsigned).
+    text = "ab" * 500 + "".join(chr(0x4E00 + i) for i in range(300)) + "".join(chr(0x10000 + i) for i in range(40_000))
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=999)
+    assert len(corpus.vocab) == 40_302
+    assert corpus.tokens.dtype == torch.int16  # uint16 on disk
+    assert int(tokens.as_ids(corpus.tokens).max()) == 40_301
+    assert decode(corpus) == text
+
+
+def test_bad_bytes_report_their_offset_across_chunks(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("héllo".encode() + b"\xff" + b"tail")  # 'é' is two bytes: 0xff sits at offset 6
+    for chunk_bytes in (1, 2, 4, 1 << 20):
+        with pytest.raises(CharrnnError, match=r"byte 0xff at offset 6 is not valid utf-8"):
+            tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b"abc" + "中".encode()[:2])  # ends inside a character
+    with pytest.raises(CharrnnError, match="offset 3"):
+        tokens.prepare(str(cut), "utf-8", tmp_path / "cache", chunk_bytes=2)
+    assert not (tmp_path / "cache").exists()  # nothing half-written is left, not even the folder
+
+
+def test_cache_is_keyed_by_content_and_encoding(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes("café au lait\n".encode("latin-1") * 50)
+    cache = tmp_path / "cache"
+    first = tokens.prepare(str(path), "latin-1", cache)
+    again = tokens.prepare(str(path), "latin-1", cache)
+    assert not first.reused and again.reused and again.path == first.path
+    assert decode(again) == "café au lait\n" * 50
+    with pytest.raises(CharrnnError, match="not valid utf-8"):
+        tokens.prepare(str(path), "utf-8", cache)  # another encoding is another entry
+    path.write_bytes(b"new text\n" * 50)
+    changed = tokens.prepare(str(path), "latin-1", cache)
+    assert not changed.reused and changed.path != first.path
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(MIXED, encoding="utf-8")
+    first = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    with open(first.path, "r+b") as f:
+        f.truncate(10)
+    rebuilt = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    assert not rebuilt.reused and decode(rebuilt) == MIXED
+
+
+def test_stdin_is_spooled_then_cached(tmp_path, monkeypatch):
+    data = MIXED.encode()
+    cache = tmp_path / "cache"
+    for expect_reused in (False, True):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        corpus = tokens.prepare("-", "utf-8", cache, chunk_bytes=5)
+        assert corpus.reused is expect_reused and decode(corpus) == MIXED
+    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".tokens"]  # the spool is gone
+
+
+def test_encoding_for_a_model_lists_unknown_characters_or_skips_them(tmp_path):
+    vocab = Vocabulary("abc \n")
+    path = tmp_path / "t.txt"
+    path.write_text("abc xyz ab€\n", encoding="utf-8")
+    with pytest.raises(CharrnnError, match=r"3 characters outside .*x y z|4 characters outside"):
+        tokens.encode_for_model(str(path), "utf-8", vocab, skip_unknown=False, folder=tmp_path, chunk_bytes=2)
+    ids, skipped = tokens.encode_for_model(str(path), "utf-8", vocab, skip_unknown=True, folder=tmp_path,
+                                           chunk_bytes=2)
+    assert skipped == 4 and vocab.decode(tokens.as_ids(ids)) == "abc  ab\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]  # the token file is unlinked once mapped
+
+
+def test_renumber_into_a_larger_vocabulary(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("bad cab\n" * 20)
+    corpus = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    wider = Vocabulary("abcdefg \n!")
+    moved = tokens.renumber(corpus, wider)
+    assert moved.vocab == wider and wider.decode(tokens.as_ids(moved.tokens)) == "bad cab\n" * 20
+    with pytest.raises(CharrnnError, match="outside the vocabulary"):
+        tokens.renumber(corpus, Vocabulary("ab"))
+
+
+def test_evaluation_streams_from_a_mapped_file_and_shards_add_up(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(MIXED, encoding="utf-8")
+    corpus = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=len(corpus.vocab), layers=2, hidden=16))
+    in_memory = tokens.as_ids(corpus.tokens).clone()
+    whole = evaluate(model, corpus.tokens, torch.device("cpu"), streams=5, burn_in=17, chunk=40)
+    assert whole.chars == len(MIXED) - 1
+    assert whole.loss == pytest.approx(evaluate(model, in_memory, torch.device("cpu"), streams=5, burn_in=17).loss,
+                                       abs=1e-6)
+    parts = [evaluate(model, corpus.tokens, torch.device("cpu"), streams=5, burn_in=17, chunk=40, shard=(r, 3),
+                      reduce=lambda t: t) for r in range(3)]
+    total = sum(p.loss * p.chars for p in parts) / sum(p.chars for p in parts)
+    assert sum(p.chars for p in parts) == whole.chars and total == pytest.approx(whole.loss, abs=1e-9)
