@@ -70,6 +70,29 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    scale_table()
+
+
+def scale_table() -> None:
+    """Memory and time on large generated corpora (bench/scale.py); target: peak RSS ≤ 1.5 GB at 1 GB."""
+    scale = load("scale-cpu.json")
+    print()
+    if not scale:
+        print("Large corpora: not measured (`python bench/scale.py`).")
+        return
+    print(f"Large corpora, default model, {scale.get('device_name', 'CPU')}, {scale['date']}, "
+          f"`{scale.get('command', 'python bench/scale.py')}`:")
+    print()
+    print("| corpus | token file | encode (hash + encode) | training: steps, time, peak RSS | "
+          "eval of a streamed slice | peak RSS target ≤ 1.5 GB |")
+    print("|---|---|---|---|---|---|")
+    for r in scale["rows"]:
+        peak = max(r["encode_peak_rss_mib"], r["train_peak_rss_mib"], r["eval_peak_rss_mib"])
+        print(f"| {r['corpus_bytes'] / 1e6:,.0f} MB | {r['token_file_bytes'] / 1e6:,.0f} MB | "
+              f"{r['encode_s']:.1f} s, peak RSS {r['encode_peak_rss_mib']} MiB | "
+              f"{r['train_steps']} steps in {r['warm_train_s']:.0f} s (start-up and one validation included), "
+              f"peak RSS {r['train_peak_rss_mib']} MiB | {r['eval_bytes'] / 1e6:,.0f} MB in {r['eval_s']:.0f} s, "
+              f"peak RSS {r['eval_peak_rss_mib']} MiB | {verdict(peak, 1536, True)} ({peak} MiB) |")
 
 
 if __name__ == "__main__":

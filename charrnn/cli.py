@@ -133,7 +133,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Steps between validations.")
-@click.option("--eval-chars", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+@click.option("--eval-chars", type=click.IntRange(min=0), default=250_000, show_default=True,
               help="Validate on at most this many characters of the split; 0 reads it all.")
 @click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
               help="Steps between writes of latest.pt.")
