@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -349,7 +350,7 @@ def prepare(path: str, encoding: str, cache_dir: Path, quiet: bool = True,
     """
     name = "<stdin>" if path == "-" else path
     codec = _codec_name(encoding)
-    with open_corpus(path) as f, made_folder(Path(cache_dir)) as cache_dir:
+    with open_corpus(path) as f, _cache_errors(Path(cache_dir)), made_folder(Path(cache_dir)) as cache_dir:
         if path != "-" and file_size(f) is not None:
             sha = hash_stream(f, name, chunk_bytes, quiet)
             return _cached_or_encoded(Path(path), name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
@@ -358,6 +359,18 @@ def prepare(path: str, encoding: str, cache_dir: Path, quiet: bool = True,
             return _cached_or_encoded(spooled, name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
         finally:
             spooled.unlink()
+
+
+@contextlib.contextmanager
+def _cache_errors(folder: Path | None) -> Iterator[None]:
+    """Reading errors are already one-line CharrnnErrors; what is left is writing tokens."""
+    try:
+        yield
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        where = f"in {folder}" if folder is not None else "in the temporary folder ($TMPDIR)"
+        hint = "; choose another place with --cache-dir" if folder is not None else ""
+        raise CharrnnError(f"cannot write encoded tokens {where}: {why}{hint}") from None
 
 
 def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: str, cache_dir: Path,
@@ -425,10 +438,11 @@ def encode_for_model(path: str, encoding: str, vocab: Vocabulary, skip_unknown: 
     The token file is unlinked as soon as it is mapped, so nothing is left behind.
     """
     name = "<stdin>" if path == "-" else path
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".charrnn-eval-", suffix=".tokens")
+    with _cache_errors(folder):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".charrnn-eval-", suffix=".tokens")
     os.close(fd)
     try:
-        with open_corpus(path) as f:
+        with open_corpus(path) as f, _cache_errors(folder):
             result = encode_stream(f, Path(tmp), encoding, name, vocab, skip_unknown, chunk_bytes, quiet,
                                    file_size(f))
         if result.unknown and not skip_unknown:

@@ -128,3 +128,10 @@ def test_evaluation_streams_from_a_mapped_file_and_shards_add_up(tmp_path):
                       reduce=lambda t: t) for r in range(3)]
     total = sum(p.loss * p.chars for p in parts) / sum(p.chars for p in parts)
     assert sum(p.chars for p in parts) == whole.chars and total == pytest.approx(whole.loss, abs=1e-9)
+
+
+def test_an_unwritable_cache_is_a_one_line_error(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(MIXED, encoding="utf-8")
+    with pytest.raises(CharrnnError, match=r"cannot write encoded tokens in .*--cache-dir"):
+        tokens.prepare(str(path), "utf-8", path / "cache")  # a folder inside a file

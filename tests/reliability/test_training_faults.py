@@ -242,6 +242,21 @@ def test_disk_full_on_a_real_tmpfs(tmp_path, tiny_tmpfs, room):
     assert load_finite(folder / LATEST).data["step"] == 6
 
 
+def test_disk_full_while_encoding_the_corpus(tmp_path, tiny_tmpfs):
+    """A token cache on a full file system: one line naming the place and --cache-dir, exit 1,
+    and no partial token file left to be mistaken for an encoded corpus."""
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    (tiny_tmpfs / "cache").mkdir()
+    _fill(tiny_tmpfs, 0)
+    result = invoke("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--cache-dir", tiny_tmpfs / "cache",
+                    *TINY, "-q")
+    assert result.exit_code == 1, result.output
+    line = one_line_error(result.output)
+    assert "cannot write encoded tokens" in line and "disk is full" in line and "--cache-dir" in line, line
+    assert list((tiny_tmpfs / "cache").iterdir()) == []
+    assert not (tmp_path / "ck").exists()
+
+
 def test_disk_full_injected_enospc(tmp_path, monkeypatch):
     """Injected ENOSPC (works without root): the checkpoint temp file accepts 8 KiB, then every
     write raises OSError(ENOSPC), as a full disk does; the fault is injected by wrapping the
