@@ -35,18 +35,23 @@ from charrnn.vocab import Vocabulary  # noqa: E402
 
 VOCAB = 65  # tiny-shakespeare's symbol count
 LR, CLIP = 2e-3, 1.0
+DROPOUT = ModelConfig.dropout  # charrnn's default
 
 
 class PlainModel(nn.Module):
-    def __init__(self, layers: int, hidden: int):
+    """The same network as charrnn's default model, written out: dropout included, since it
+    is part of the model being trained (between layers and before the head)."""
+
+    def __init__(self, layers: int, hidden: int, dropout: float = DROPOUT):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, layers, batch_first=True)
+        self.lstm = nn.LSTM(hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, VOCAB)
 
     def forward(self, x, state):
         out, state = self.lstm(self.embed(x), state)
-        return self.head(out), state
+        return self.head(self.drop(out)), state
 
 
 def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
@@ -60,7 +65,7 @@ def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
                 for t in range(x.size(1)):
                     out, st = model.lstm(emb[:, t : t + 1], st)
                     outs.append(out)
-                logits, new = model.head(torch.cat(outs, 1)), st
+                logits, new = model.head(model.drop(torch.cat(outs, 1))), st
             else:
                 logits, new = model(x, state[0])
         loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), y.reshape(-1))

@@ -121,7 +121,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Parallel streams.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT window, chars.")
-@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=3e-3, show_default=True,
+              help="Peak learning rate.")
 @click.option("--min-lr-frac", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Final learning rate as a fraction of the peak.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
@@ -174,15 +175,18 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
 @cli.command()
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path(),
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path(),
               help="Used when --checkpoint is not given.")
 @click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Sampling temperature; 0 always takes the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely characters.")
-@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), help="Sample from the smallest set with this mass.")
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True),
+              help="Sample from the smallest set with this mass.")
 @click.option("--length", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
 @click.option("--prime", help="Text to start from.")
-@click.option("--prime-file", type=click.File("r", encoding="utf-8"), help="Read the prime from a file, or - for stdin.")
+@click.option("--prime-file", type=click.File("r", encoding="utf-8"),
+              help="Read the prime from a file, or - for stdin.")
 @click.option("--no-echo-prime", is_flag=True, help="Do not print the prime before the generated text.")
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
@@ -225,7 +229,8 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @click.argument("text_path", metavar="FILE", type=click.Path(allow_dash=True))
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path())
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
@@ -256,7 +261,8 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
 # ---- info ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False, type=click.Path())
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(checkpoint_path, checkpoint_dir, as_json) -> None:
     """Describe a checkpoint: model, vocabulary, training progress, corpus.

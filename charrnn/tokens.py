@@ -272,17 +272,21 @@ def _convert_file(path: Path, length: int, old: str, new: str, mapping: torch.Te
     old_dtype, old_width = WIDTHS[old]
     new_dtype, _ = WIDTHS[new]
     tmp = path.with_name(path.name + ".convert")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
-        remaining = length
-        while remaining:
-            n = min(remaining, chunk)
-            buf = bytearray(src.read(n * old_width))
-            ids = as_ids(torch.frombuffer(buf, dtype=old_dtype))
-            if mapping is not None:
-                ids = mapping[ids]
-            dst.write(_tensor_bytes(ids.to(new_dtype)))
-            remaining -= n
-    os.replace(tmp, path)
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            remaining = length
+            while remaining:
+                n = min(remaining, chunk)
+                buf = bytearray(src.read(n * old_width))
+                ids = as_ids(torch.frombuffer(buf, dtype=old_dtype))
+                if mapping is not None:
+                    ids = mapping[ids]
+                dst.write(_tensor_bytes(ids.to(new_dtype)))
+                remaining -= n
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def encode_file(src: Path, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
@@ -412,11 +416,19 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
     meta = _read_meta(meta_path, token_path)
     if meta is None:
         mapping = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.int64)
-        tmp = token_path.with_name(token_path.name + ".tmp")
-        _copy_renumbered(corpus, tmp, mapping, storage_name(len(vocab)))
-        os.replace(tmp, token_path)
-        meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
-        _write_meta(meta_path, **meta)
+        # A unique temp name: under torchrun every rank may get here at once.
+        with _cache_errors(token_path.parent):
+            fd, tmp = tempfile.mkstemp(dir=token_path.parent, prefix=f".{stem[:16]}-", suffix=".tokens")
+            os.close(fd)
+            chmod_as_created(tmp)
+            try:
+                _copy_renumbered(corpus, Path(tmp), mapping, storage_name(len(vocab)))
+                os.replace(tmp, token_path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
+            _write_meta(meta_path, **meta)
     return _entry(meta, token_path, reused=corpus.reused)
 
 
