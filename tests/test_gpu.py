@@ -48,3 +48,19 @@ def test_cpu_checkpoint_resumes_on_gpu(tmp_path, corpus_file):
                                   "--resume", "--max-steps", "20", "-q"])
     assert resumed.exit_code == 0, resumed.output
     assert checkpoint.load(ckpt).data["step"] == 20
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpu_nccl_run_matches_one_gpu(tmp_path):
+    """The README's torchrun command as it runs on GPUs: NCCL, one rank per device. bf16
+    autocast makes the two runs close rather than equal."""
+    from .conftest import make_corpus, run_charrnn
+    from .test_distributed import RUN, final, torchrun
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_corpus(20_000), encoding="utf-8")
+    on_gpus = [a if a != "cpu" else "cuda" for a in RUN]
+    torchrun(2, "train", str(corpus), "--checkpoint-dir", "two", "--max-steps", "12", *on_gpus, cwd=tmp_path)
+    run_charrnn("train", str(corpus), "--checkpoint-dir", "one", "--max-steps", "12", *on_gpus, cwd=tmp_path)
+    (two, _), (one, _) = final(tmp_path / "two"), final(tmp_path / "one")
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=0.02)
