@@ -102,7 +102,11 @@ def start(world: World, device: torch.device) -> tuple[World, torch.device]:
         device = torch.device("cuda", world.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    world.control = dist.new_group(backend="gloo") if backend == "nccl" else None
+    try:
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        world.control = dist.new_group(backend="gloo") if backend == "nccl" else None
+    except (RuntimeError, ValueError) as e:  # e.g. WORLD_SIZE set by hand, without torchrun's address
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharrnnError(f"cannot join the {backend} process group ({first}); start with torchrun") from None
     return world, device

@@ -70,11 +70,17 @@ def test_two_gloo_processes_match_one_process_and_resume_with_another_world_size
     assert_same_run(tmp_path / "two", tmp_path / "one")
 
 
-def test_stdin_is_refused_under_torchrun(tmp_path):
+def test_stdin_and_a_world_without_torchrun_are_one_line_errors(tmp_path):
     from click.testing import CliRunner
 
     from charrnn.cli import cli
 
-    result = CliRunner().invoke(cli, ["train", "-", "--checkpoint-dir", str(tmp_path / "c")], input="text",
-                                env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": None, "MASTER_PORT": None}
+    result = CliRunner().invoke(cli, ["train", "-", "--checkpoint-dir", str(tmp_path / "c")], input="text", env=env)
     assert result.exit_code == 1 and "standard input" in result.output
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_corpus(5_000), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", str(corpus), "--device", "cpu", "--checkpoint-dir", str(tmp_path / "c")],
+                                env=env)
+    assert result.exit_code == 1 and "start with torchrun" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
