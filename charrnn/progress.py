@@ -47,7 +47,9 @@ def _isatty(stream: TextIO) -> bool:
 
 
 class TrainingProgress:
-    """Shows step, losses and throughput. `total` is the step count when one is known."""
+    """Shows step, losses and throughput. `total` is the step count when one is known;
+    otherwise (a run bounded by --max-time alone) the bar's total is estimated from how far
+    through its budget the run is."""
 
     def __init__(self, total: int | None, start_step: int, quiet: bool, line_every_s: float = 10.0,
                  stream: TextIO | None = None):
@@ -56,14 +58,18 @@ class TrainingProgress:
         self.line_every_s = line_every_s
         self.last_line = 0.0
         self.bar: tqdm | None = None
+        self.estimate_total = total is None
         if not quiet and self.stream.isatty():
             self.bar = tqdm(total=total, initial=start_step, file=self.stream, unit="step",
                             dynamic_ncols=True, leave=True)
 
-    def update(self, step: int, stats: dict[str, float | None], force_line: bool = False) -> None:
+    def update(self, step: int, stats: dict[str, float | None], force_line: bool = False,
+               fraction: float | None = None) -> None:
         if self.quiet:
             return
         if self.bar is not None:
+            if self.estimate_total and fraction:
+                self.bar.total = max(step, round(step / fraction))
             self.bar.set_postfix({k: _fmt(v) for k, v in stats.items() if v is not None}, refresh=False)
             self.bar.update(step - self.bar.n)
             return

@@ -345,7 +345,7 @@ class Trainer:
                     "chars/s": chars_per_s,
                     "lr": f"{self.learning_rate():.2e}",
                     "time": format_duration(self.elapsed),
-                }, force_line=evaluating)
+                }, force_line=evaluating, fraction=self.progress_fraction())
 
         if self.step != last_saved:  # a signal arrived while evaluating or saving
             self.save(best=False)
