@@ -45,10 +45,7 @@ class World:
         return tensor
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            tensor /= self.size
-        return tensor
+        return self.sum(tensor).div_(self.size) if self.distributed else tensor
 
     def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
         """The longest elapsed time and whether any rank was asked to stop.

@@ -31,29 +31,38 @@ def made_folder(folder: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Yields a temp file in the target's folder; on success it replaces `path` atomically.
-
-    The temp file is flushed and fsynced before `os.replace`, and the folder is fsynced
-    after, so that neither a crash nor a power cut can leave a partial file under `path`.
-    On any error the temp file is removed and `path` is untouched.
-    """
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temp path in the target's folder to write; on success it replaces `path`
+    atomically. On any error the temp file is removed and `path` is untouched."""
     path = Path(path)
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         chmod_as_created(tmp)
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yields a temp file in the target's folder; on success it replaces `path` atomically.
+
+    The temp file is flushed and fsynced (through the descriptor that wrote it, which is
+    the one a delayed write error is reported to) before `os.replace`, and the folder is
+    fsynced after, so that neither a crash nor a power cut can leave a partial file under
+    `path`. On any error the temp file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY), "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path.parent)
 
 
 def chmod_as_created(path: str | Path) -> None:

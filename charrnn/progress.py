@@ -27,16 +27,15 @@ def format_duration(seconds: float) -> str:
 
 def byte_bar(total: int | None, desc: str, quiet: bool, stream: TextIO | None = None) -> tqdm:
     """A bar in bytes (for hashing, spooling and encoding) on a terminal; silent otherwise."""
-    stream = stream or sys.stderr
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=stream, leave=False,
-                dynamic_ncols=True, disable=quiet or not _isatty(stream))
+    return count_bar(total, desc, "B", quiet, stream, divisor=1024)
 
 
-def count_bar(total: int | None, desc: str, unit: str, quiet: bool, stream: TextIO | None = None) -> tqdm:
-    """A bar counting items (characters evaluated) on a terminal; silent otherwise."""
+def count_bar(total: int | None, desc: str, unit: str, quiet: bool, stream: TextIO | None = None,
+              divisor: int = 1000) -> tqdm:
+    """A bar counting items (characters evaluated, bytes read) on a terminal; silent otherwise."""
     stream = stream or sys.stderr
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=stream, leave=False,
-                dynamic_ncols=True, disable=quiet or not _isatty(stream))
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=divisor, file=stream,
+                leave=False, dynamic_ncols=True, disable=quiet or not _isatty(stream))
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -63,7 +63,7 @@ def _train(world: distributed.World, device, corpus_path: str, checkpoint_dir: P
 
     if ckpt is not None:
         vocab = ckpt.vocab
-        unknown = [c for c in corpus.vocab.chars if c not in vocab]
+        unknown = vocab.unknown(corpus.vocab.chars)
         if unknown:
             raise CharrnnError(
                 "--resume: the corpus has characters the checkpoint's vocabulary lacks: "

@@ -31,7 +31,7 @@ from typing import BinaryIO
 import torch
 
 from .errors import CharrnnError
-from .fileio import atomic_write_bytes, chmod_as_created, made_folder
+from .fileio import atomic_path, atomic_write_bytes, made_folder
 from .progress import byte_bar
 from .vocab import Vocabulary, escape_chars
 
@@ -131,11 +131,16 @@ def file_size(f: BinaryIO) -> int | None:
     return None
 
 
-def hash_stream(f: BinaryIO, name: str, chunk_bytes: int = CHUNK_BYTES, quiet: bool = True) -> str:
+def hash_stream(f: BinaryIO, name: str, chunk_bytes: int = CHUNK_BYTES, quiet: bool = True,
+                copy_to: BinaryIO | None = None) -> str:
+    """sha256 of a stream read to its end, copying it to `copy_to` on the way if given."""
     digest = hashlib.sha256()
-    with byte_bar(file_size(f), "hashing", quiet) as bar:
+    desc = "hashing" if copy_to is None else f"reading {name}"
+    with byte_bar(file_size(f), desc, quiet) as bar:
         for chunk in read_chunks(f, name, chunk_bytes):
             digest.update(chunk)
+            if copy_to is not None:
+                copy_to.write(chunk)
             bar.update(len(chunk))
     return digest.hexdigest()
 
@@ -143,19 +148,15 @@ def hash_stream(f: BinaryIO, name: str, chunk_bytes: int = CHUNK_BYTES, quiet: b
 def spool(src: BinaryIO, folder: Path, name: str, chunk_bytes: int = CHUNK_BYTES,
           quiet: bool = True) -> tuple[Path, str]:
     """Copies a stream that can be read only once to a temporary file in `folder`, hashing it."""
-    digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".spool-", suffix=".txt")
     try:
-        with os.fdopen(fd, "wb") as out, byte_bar(None, f"reading {name}", quiet) as bar:
-            for chunk in read_chunks(src, name, chunk_bytes):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.update(len(chunk))
+        with os.fdopen(fd, "wb") as out:
+            sha = hash_stream(src, name, chunk_bytes, quiet, copy_to=out)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return Path(tmp), digest.hexdigest()
+    return Path(tmp), sha
 
 
 # ---- the streaming encoder -------------------------------------------------------------------
@@ -262,31 +263,31 @@ class StreamEncoder:
         self.out.close()
 
 
-def _convert_file(path: Path, length: int, old: str, new: str, mapping: torch.Tensor | None = None,
-                  chunk: int = CHUNK_BYTES) -> None:
-    """Rewrites a token file in place or to a wider width, optionally renumbering ids.
+def _convert_file(path: Path, length: int, old: str, new: str, mapping: torch.Tensor | None = None) -> None:
+    """Rewrites a token file in place at another width, optionally renumbering its ids."""
+    with atomic_path(path) as tmp:
+        _rewrite(path, tmp, length, old, new, mapping)
 
-    Plain reads and writes rather than a writable mapping: dirty mapped pages would count
-    against the process's memory for the whole pass.
+
+def _rewrite(src_path: Path, dst_path: Path, length: int, old: str, new: str, mapping: torch.Tensor | None = None,
+             chunk: int = CHUNK_BYTES) -> None:
+    """Copies `length` ids from one token file to another of width `new`, renumbered by `mapping`.
+
+    Plain reads and writes rather than a memory map: mapped pages, once read or dirtied,
+    would count against the process's memory for the whole pass.
     """
     old_dtype, old_width = WIDTHS[old]
     new_dtype, _ = WIDTHS[new]
-    tmp = path.with_name(path.name + ".convert")
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            remaining = length
-            while remaining:
-                n = min(remaining, chunk)
-                buf = bytearray(src.read(n * old_width))
-                ids = as_ids(torch.frombuffer(buf, dtype=old_dtype))
-                if mapping is not None:
-                    ids = mapping[ids]
-                dst.write(_tensor_bytes(ids.to(new_dtype)))
-                remaining -= n
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
+        remaining = length
+        while remaining:
+            n = min(remaining, chunk)
+            buf = bytearray(src.read(n * old_width))
+            ids = as_ids(torch.frombuffer(buf, dtype=old_dtype))
+            if mapping is not None:
+                ids = mapping[ids]
+            dst.write(_tensor_bytes(ids.to(new_dtype)))
+            remaining -= n
 
 
 def encode_file(src: Path, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
@@ -384,17 +385,10 @@ def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: 
     meta = _read_meta(meta_path, token_path)
     if meta is not None:
         return _entry(meta, token_path, reused=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key[:16]}-", suffix=".tokens")
-    os.close(fd)
-    chmod_as_created(tmp)
-    try:
-        result = encode_file(source, Path(tmp), encoding, name, chunk_bytes=chunk_bytes, quiet=quiet)
+    with atomic_path(token_path) as tmp:
+        result = encode_file(source, tmp, encoding, name, chunk_bytes=chunk_bytes, quiet=quiet)
         if result.length == 0:
             raise CharrnnError(f"{name}: the corpus is empty")
-        os.replace(tmp, token_path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     meta = {"sha256": sha, "encoding": codec, "length": result.length, "vocab": result.vocab.chars}
     _write_meta(meta_path, **meta)
     return _entry(meta, token_path, reused=False)
@@ -405,7 +399,7 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
 
     Used when resuming on a corpus whose characters are a strict subset of the model's.
     """
-    unknown = [c for c in corpus.vocab.chars if c not in vocab]
+    unknown = vocab.unknown(corpus.vocab.chars)
     if unknown:
         raise CharrnnError(f"characters outside the vocabulary: {escape_chars(unknown, limit=20)}")
     if corpus.vocab == vocab:
@@ -416,29 +410,14 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
     meta = _read_meta(meta_path, token_path)
     if meta is None:
         mapping = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.int64)
-        # A unique temp name: under torchrun every rank may get here at once.
+        # atomic_path's temp names are unique: under torchrun every rank may get here at once.
         with _cache_errors(token_path.parent):
-            fd, tmp = tempfile.mkstemp(dir=token_path.parent, prefix=f".{stem[:16]}-", suffix=".tokens")
-            os.close(fd)
-            chmod_as_created(tmp)
-            try:
-                _copy_renumbered(corpus, Path(tmp), mapping, storage_name(len(vocab)))
-                os.replace(tmp, token_path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            with atomic_path(token_path) as tmp:
+                _rewrite(corpus.path, tmp, len(corpus), storage_name(len(corpus.vocab)), storage_name(len(vocab)),
+                         mapping)
             meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
             _write_meta(meta_path, **meta)
     return _entry(meta, token_path, reused=corpus.reused)
-
-
-def _copy_renumbered(corpus: EncodedCorpus, dst_path: Path, mapping: torch.Tensor, storage: str,
-                     chunk: int = CHUNK_BYTES) -> None:
-    dtype = WIDTHS[storage][0]
-    with open(dst_path, "wb") as dst:
-        for start in range(0, len(corpus), chunk):
-            ids = as_ids(corpus.tokens[start : start + chunk])
-            dst.write(_tensor_bytes(mapping[ids].to(dtype)))
 
 
 def encode_for_model(path: str, encoding: str, vocab: Vocabulary, skip_unknown: bool, folder: Path | None = None,
