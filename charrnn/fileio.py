@@ -31,9 +31,14 @@ def made_folder(folder: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, sync: bool = False) -> Iterator[Path]:
     """Yields a temp path in the target's folder to write; on success it replaces `path`
-    atomically. On any error the temp file is removed and `path` is untouched."""
+    atomically. On any error the temp file is removed and `path` is untouched.
+
+    With `sync` the written file is fsynced before the replace and the folder after, for
+    files written by code that has already closed them (a power cut then cannot leave a
+    full-length file of zeros under `path`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,11 +46,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         chmod_as_created(tmp)
         yield Path(tmp)
+        if sync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if sync:
+        _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

@@ -385,7 +385,8 @@ def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: 
     meta = _read_meta(meta_path, token_path)
     if meta is not None:
         return _entry(meta, token_path, reused=True)
-    with atomic_path(token_path) as tmp:
+    # Synced: the JSON beside it, written next, vouches for the tokens by their length alone.
+    with atomic_path(token_path, sync=True) as tmp:
         result = encode_file(source, tmp, encoding, name, chunk_bytes=chunk_bytes, quiet=quiet)
         if result.length == 0:
             raise CharrnnError(f"{name}: the corpus is empty")
@@ -412,7 +413,7 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
         mapping = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.int64)
         # atomic_path's temp names are unique: under torchrun every rank may get here at once.
         with _cache_errors(token_path.parent):
-            with atomic_path(token_path) as tmp:
+            with atomic_path(token_path, sync=True) as tmp:
                 _rewrite(corpus.path, tmp, len(corpus), storage_name(len(corpus.vocab)), storage_name(len(vocab)),
                          mapping)
             meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
