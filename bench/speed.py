@@ -6,7 +6,7 @@ Training: charrnn's own Trainer.train_step against
 Same model size, batch, sequence length, optimiser and clipping; timed alternately in one
 process after warm-up; the median of the rounds is reported.
 
-Sampling: charrnn's Sampler (fused ATen cell step) for 1 and 64 streams against a loop
+Sampling: charrnn's Sampler (hand-written step, step.py) for 1 and 64 streams against a loop
 that calls nn.LSTM once per character (what char-rnn, torch-rnn and char-rnn.pytorch do).
 
     python bench/speed.py                     # CPU sizes

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import random
-from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 
 import torch
 
 from .errors import CharrnnError
-from .model import CharRNN, StepCell
+from .model import CharRNN
+from .step import step_cell
 from .vocab import Vocabulary, escape_chars
 
 
@@ -51,31 +49,59 @@ def next_distribution(logits: torch.Tensor, options: SamplingOptions) -> torch.T
     return probs
 
 
-def choose(logits: torch.Tensor, options: SamplingOptions, rng: random.Random) -> list[int]:
-    """Next id of every row, drawn from the filtered distribution (argmax at temperature 0).
+NOISE_BLOCK = 1 << 16  # Gumbel noise values drawn at a time: one call per ~1,000 chars of one stream
 
-    An inverse-CDF draw with one uniform per row: cheaper per call than torch.multinomial,
-    which matters when each character is one call. One row is searched in Python, which
-    beats three more tensor operations at this size.
+
+class Chooser:
+    """Draws the next id of every stream from the step's logits, reproducibly from a seed.
+
+    Plain temperature sampling uses the Gumbel-max trick: argmax(logits + T * G), with G
+    standard Gumbel noise, is an exact draw from softmax(logits / T) and costs two tensor
+    operations per character, the noise being drawn in blocks ahead. Scaling the noise
+    rather than the logits keeps a tiny temperature finite. Top-k and top-p build the
+    filtered distribution and draw by inverse CDF; temperature 0 takes the argmax.
     """
-    if options.temperature == 0:
-        return logits.argmax(-1).tolist()
-    probs = next_distribution(logits, options)
-    last = probs.size(-1) - 1
-    if probs.size(0) == 1:
-        cdf = list(accumulate(probs[0].tolist()))
-        return [min(bisect_right(cdf, rng.random() * cdf[-1]), last)]
-    u = torch.tensor([[rng.random()] for _ in range(probs.size(0))], dtype=probs.dtype)
-    cdf = probs.cumsum(-1)
-    ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
-    return ids.clamp_(max=last).tolist()
+
+    def __init__(self, options: SamplingOptions, streams: int, vocab_size: int, seed: int | None):
+        self.options = options
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        filtered = (options.top_k is not None and options.top_k < vocab_size) or \
+            (options.top_p is not None and options.top_p < 1)
+        self.gumbel = options.temperature > 0 and not filtered
+        self.block_steps = max(1, NOISE_BLOCK // (streams * vocab_size))
+        self.noise = torch.empty(0, streams, vocab_size)
+        self.next_row = 0
+        self.scratch = torch.empty(streams, vocab_size)
+
+    def __call__(self, logits: torch.Tensor) -> list[int]:
+        if self.options.temperature == 0:
+            return logits.argmax(-1).tolist()
+        if self.gumbel:
+            if self.next_row == len(self.noise):
+                uniform = torch.rand(self.block_steps, *self.scratch.shape, dtype=torch.float64,
+                                     generator=self.generator)
+                self.noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
+                self.next_row = 0
+            torch.add(logits, self.noise[self.next_row], alpha=self.options.temperature, out=self.scratch)
+            self.next_row += 1
+            if self.scratch.size(0) == 1:
+                return [int(self.scratch.argmax())]
+            return self.scratch.argmax(-1).tolist()
+        probs = next_distribution(logits, self.options)
+        cdf = probs.cumsum(-1)
+        uniform = torch.rand(probs.size(0), 1, dtype=cdf.dtype, generator=self.generator)
+        ids = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(1)
+        return ids.clamp_(max=probs.size(-1) - 1).tolist()
 
 
 class Sampler:
     def __init__(self, model: CharRNN, vocab: Vocabulary):
         self.model = model.cpu().eval()  # one character per call: the CPU beats a GPU launch
         self.vocab = vocab
-        self.cell = StepCell(self.model)
 
     def check_prime(self, prime: str) -> None:
         unknown = self.vocab.unknown(prime)
@@ -98,14 +124,14 @@ class Sampler:
         cell step on the carried state, never a re-run of the prefix.
         """
         self.check_prime(prime)
-        rng = random.Random(seed)
         ids = self.vocab.encode(prime).long()
         state = self.model.initial_state(1)
         if len(ids) > 1:
             _, state = self.model(ids[None, :-1], state)
-        states = self.cell.layer_states(tuple(s.expand(-1, num_samples, -1) for s in state))
+        cell = step_cell(self.model, num_samples)
+        cell.load(tuple(s.expand(-1, num_samples, -1) for s in state))
+        choose = Chooser(options, num_samples, len(self.vocab), seed)
         current = [int(ids[-1])] * num_samples
         for _ in range(length):
-            logits, states = self.cell.step(current, states)
-            current = choose(logits, options, rng)
+            current = choose(cell.step(current))
             yield current

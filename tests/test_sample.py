@@ -1,10 +1,8 @@
-import random
-
 import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.sample import Sampler, SamplingOptions, choose, next_distribution
+from charrnn.sample import Chooser, Sampler, SamplingOptions, next_distribution
 
 
 def test_temperature_sharpens_and_flattens():
@@ -32,15 +30,41 @@ def test_top_p_keeps_smallest_set_reaching_mass():
     assert torch.allclose(only_top, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
 
 
-def test_choose_draws_from_the_distribution_and_argmax_at_zero():
+def draw(logits: torch.Tensor, options: SamplingOptions, n: int, seed: int = 0) -> torch.Tensor:
+    """n draws for every row of logits -> [n, rows]."""
+    choose = Chooser(options, logits.size(0), logits.size(1), seed)
+    return torch.tensor([choose(logits.clone()) for _ in range(n)])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_gumbel_draws_follow_the_tempered_distribution(temperature):
+    """Enough draws to cross several noise blocks, for one stream and for a batch."""
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0], [2.0, 0.0, 0.5, 0.5]])
+    for rows in (logits[:1], logits):
+        draws = draw(rows, SamplingOptions(temperature), 6000)
+        for row in range(rows.size(0)):
+            freq = torch.bincount(draws[:, row], minlength=4).float() / len(draws)
+            assert torch.allclose(freq, (rows[row] / temperature).softmax(-1), atol=0.025)
+
+
+def test_filtered_draws_follow_the_filtered_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
+    options = SamplingOptions(1.0, top_p=0.9)
+    freq = torch.bincount(draw(logits, options, 6000)[:, 0], minlength=4).float() / 6000
+    assert torch.allclose(freq, next_distribution(logits, options)[0], atol=0.025)
+
+
+def test_choose_argmax_at_zero_and_top_k_one():
     logits = torch.tensor([[0.0, 1.0, 2.0]])
-    assert choose(logits, SamplingOptions(0.0), random.Random(0)) == [2]
-    rng = random.Random(0)
-    draws = [choose(logits, SamplingOptions(1.0), rng)[0] for _ in range(4000)]
-    freq = torch.bincount(torch.tensor(draws), minlength=3).float() / len(draws)
-    assert torch.allclose(freq, logits.softmax(-1)[0], atol=0.03)
+    assert Chooser(SamplingOptions(0.0), 1, 3, 0)(logits) == [2]
     batch = torch.tensor([[0.0, 9.0, -9.0], [9.0, 0.0, -9.0]])
-    assert choose(batch, SamplingOptions(1.0, top_k=1), random.Random(1)) == [1, 0]
+    assert Chooser(SamplingOptions(1.0, top_k=1), 2, 3, 1)(batch) == [1, 0]
+
+
+def test_tiny_and_huge_temperatures_stay_finite():
+    logits = torch.tensor([[0.5, 3.0, 1.0]])
+    assert set(draw(logits, SamplingOptions(1e-45), 50).flatten().tolist()) == {1}
+    assert set(draw(logits, SamplingOptions(1e6), 300).flatten().tolist()) == {0, 1, 2}
 
 
 def test_invalid_options_rejected():
@@ -49,15 +73,15 @@ def test_invalid_options_rejected():
             SamplingOptions(**kwargs)
 
 
-def test_same_seed_same_text(trained_dir):
+@pytest.mark.parametrize("options", [SamplingOptions(0.9), SamplingOptions(0.9, top_p=0.95)])
+def test_same_seed_same_text(trained_dir, options):
     ckpt = checkpoint.load(trained_dir)
     sampler = Sampler(ckpt.build_model(), ckpt.vocab)
-    opts = SamplingOptions(0.9, top_p=0.95)
-    a = list(sampler.generate("the ", 200, opts, seed=5))
-    b = list(sampler.generate("the ", 200, opts, seed=5))
-    c = list(sampler.generate("the ", 200, opts, seed=6))
+    a = list(sampler.generate("the ", 200, options, seed=5))
+    b = list(sampler.generate("the ", 200, options, seed=5))
+    c = list(sampler.generate("the ", 200, options, seed=6))
     assert a == b and a != c
-    batch = list(sampler.generate("the ", 50, opts, num_samples=4, seed=5))
+    batch = list(sampler.generate("the ", 50, options, num_samples=4, seed=5))
     assert len(batch) == 50 and all(len(ids) == 4 for ids in batch)
 
 
