@@ -6,6 +6,13 @@ Training: charrnn's own Trainer.train_step against
 Same model size, batch, sequence length, optimiser and clipping; timed alternately in one
 process after warm-up; the median of the rounds is reported.
 
+Ceilings, measured here rather than assumed: the matrix products of a training step are
+counted (forward, plus twice that for the backward pass), and this device's matrix-product
+peak (a large square product in the training precision) bounds the chars/s that any loop
+doing those products could reach; `ceiling_vs_per_step` is that bound over the per-step
+loop's rate. One sampling stream reads every weight once per character, so the read rate of
+a tensor the size of the weights bounds one-stream sampling.
+
 Sampling: charrnn's Sampler (hand-written step, step.py) for 1 and 64 streams against a loop
 that calls nn.LSTM once per character (what char-rnn, torch-rnn and char-rnn.pytorch do).
 
@@ -78,8 +85,42 @@ def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
     return step
 
 
+def matmul_peak(device: torch.device, size: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large square product in the precision training uses on this device (best of reps)."""
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    return max(2 * size**3 / timed(lambda: a @ b, device) for _ in range(reps))
+
+
+def train_flops_per_char(layers: int, hidden: int) -> int:
+    """Matrix-product FLOPs per character of a training step: forward (both products of
+    every LSTM layer and the head) and a backward pass of twice that (input and weight grads)."""
+    gates = 4 * hidden
+    forward = 2 * (layers * gates * (hidden + hidden) + hidden * VOCAB)
+    return 3 * forward
+
+
+def read_rate(nbytes: int, reps: int = 500) -> float:
+    """Bytes/s of summing a CPU tensor of nbytes: what streaming that many weights can reach."""
+    t = torch.randn(nbytes // 4)
+    t.sum()
+    return max(nbytes * reps / timed(lambda: [t.sum() for _ in range(reps)], torch.device("cpu"))
+               for _ in range(5))
+
+
+def step_bytes(model: CharRNN) -> int:
+    """fp32 bytes one step of one stream must read: every weight except layer 0's input
+    projection, which the step folds into a per-character table (one row read)."""
+    folded = {"weight_ih_l0", "bias_ih_l0"}
+    core = sum(w.numel() for name, w in model.core.named_parameters() if name not in folded)
+    head = sum(w.numel() for w in model.head.parameters())
+    return 4 * (core + head + model.core.weight_ih_l0.size(0))
+
+
 def bench_training(layers: int, hidden: int, batch: int, seq: int, device, rounds: int, steps: int,
-                   per_step_steps: int) -> dict:
+                   per_step_steps: int, peak: float) -> dict:
     torch.manual_seed(0)
     tokens = torch.randint(0, VOCAB, (batch * (seq + 1) * (steps + 4),), dtype=torch.uint8)
     vocab = Vocabulary(chr(32 + i) for i in range(VOCAB))
@@ -106,8 +147,10 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
             seconds = timed(lambda: [fn(x, y) for _ in range(n)], device)
             rates[name].append(batch * seq * n / seconds)
     c, p, s = (median(rates[k]) for k in ("charrnn", "plain", "per-step"))
+    flops = train_flops_per_char(layers, hidden)
     return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "charrnn": c, "plain": p, "per_step": s,
-            "vs_plain": c / p, "vs_per_step": c / s}
+            "vs_plain": c / p, "vs_per_step": c / s, "gflops": c * flops / 1e9, "peak_gflops": peak / 1e9,
+            "of_peak": c * flops / peak, "ceiling_vs_per_step": peak / (s * flops)}
 
 
 def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: int) -> dict:
@@ -138,7 +181,12 @@ def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: i
         rates["charrnn"].append(streams * chars / timed(ours, cpu))
         rates["per-char"].append(streams * chars / timed(per_char, cpu))
     c, p = median(rates["charrnn"]), median(rates["per-char"])
-    return {"size": f"{layers}x{hidden}", "streams": streams, "charrnn": c, "per_char_lstm": p, "speedup": c / p}
+    row = {"size": f"{layers}x{hidden}", "streams": streams, "charrnn": c, "per_char_lstm": p, "speedup": c / p}
+    if streams == 1:
+        weight_bytes = step_bytes(model)
+        read = read_rate(weight_bytes)
+        row.update({"weight_mb": weight_bytes / 2**20, "read_gbs": read / 1e9, "ceiling": read / weight_bytes})
+    return row
 
 
 def main() -> None:
@@ -155,20 +203,23 @@ def main() -> None:
     sizes = [(2, 256, 64, 128), (3, 512, 64, 128)]
     if device.type == "cuda":
         sizes += [(2, 256, 256, 128), (3, 512, 256, 128)]
+    peak = matmul_peak(device)
     training = []
     for layers, hidden, batch, seq in sizes:
         training.append(bench_training(layers, hidden, batch, seq, device, args.rounds, args.steps,
-                                       per_step_steps=1))
+                                       per_step_steps=1, peak=peak))
         print(f"trained {training[-1]['size']} batch {batch}", file=sys.stderr)
     print(f"\nTraining throughput, chars/s ({device_name(device)}):")
-    print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step"])
+    print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step",
+                           "gflops", "peak_gflops", "of_peak", "ceiling_vs_per_step"])
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
     cases = dict.fromkeys([(default_layers, default_hidden, 1), (2, 256, 1), (2, 256, 64)])
     sampling = [bench_sampling(layers, hidden, streams, args.sample_chars if streams == 1 else
                                max(200, args.sample_chars // 8), args.rounds) for layers, hidden, streams in cases]
     print(f"\nSampling throughput, chars/s in total ({device_name(torch.device('cpu'))}; sampling runs on the CPU):")
-    print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup"])
+    print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup", "weight_mb", "read_gbs",
+                           "ceiling"])
     write_json(f"speed-{device.type}.json", {"device": device_name(device), "training": training,
                                              "sampling": sampling, "args": vars(args)}, args.json_out)
 

@@ -73,7 +73,7 @@ class Chooser:
             (options.top_p is not None and options.top_p < 1)
         self.gumbel = options.temperature > 0 and not filtered
         self.block_steps = max(1, NOISE_BLOCK // (streams * vocab_size))
-        self.noise = torch.empty(0, streams, vocab_size)
+        self.noise_rows: list[torch.Tensor] = []
         self.next_row = 0
         self.scratch = torch.empty(streams, vocab_size)
 
@@ -81,12 +81,13 @@ class Chooser:
         if self.options.temperature == 0:
             return logits.argmax(-1).tolist()
         if self.gumbel:
-            if self.next_row == len(self.noise):
+            if self.next_row == len(self.noise_rows):
                 uniform = torch.rand(self.block_steps, *self.scratch.shape, dtype=torch.float64,
                                      generator=self.generator)
-                self.noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
+                noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
+                self.noise_rows = list(noise.unbind(0))  # indexed in Python: no tensor operation per row
                 self.next_row = 0
-            torch.add(logits, self.noise[self.next_row], alpha=self.options.temperature, out=self.scratch)
+            torch.add(logits, self.noise_rows[self.next_row], alpha=self.options.temperature, out=self.scratch)
             self.next_row += 1
             if self.scratch.size(0) == 1:
                 return [int(self.scratch.argmax())]

@@ -55,7 +55,8 @@ class LSTMStep:
             table = (model.embed.weight.float() @ core.weight_ih_l0.float().t()
                      + core.bias_ih_l0.float() + core.bias_hh_l0.float())
             self.table = _gates_ifog(table.t(), hidden).t().contiguous()  # [vocab, gates]
-            self.table_split = self.table.view(-1, self.split, 1, width // self.split)
+            # One view per character, indexed in Python: no tensor operation per character.
+            self.table_rows = list(self.table.view(-1, self.split, 1, width // self.split).unbind(0))
             self.weights = [stacked(core.weight_hh_l0)]
             self.biases: list[torch.Tensor | None] = [None]
             for layer in range(1, layers):
@@ -68,6 +69,7 @@ class LSTMStep:
 
         self.hs = torch.zeros(batch, layers * hidden)  # h of layer 0, 1, ... side by side
         self.cs = torch.zeros(layers, batch, hidden)
+        self.cells = list(self.cs.unbind(0))
         self.gates = torch.empty(self.split, batch, width // self.split)
         flat = self.gates.view(batch, width)  # split > 1 only for one row, so this is a view
         self.sigmoid_block, self.cell_in = flat[:, : 3 * hidden], flat[:, 3 * hidden :]
@@ -97,7 +99,7 @@ class LSTMStep:
         The logits are a buffer that the next step overwrites; callers may scribble on it.
         """
         if self.batch == 1:
-            x_gates = self.table_split[ids[0]]  # a view: no tensor built per character
+            x_gates = self.table_rows[ids[0]]
         else:
             x_gates = self.table.index_select(0, torch.tensor(ids)).unsqueeze(0)
         for layer in range(self.layers):
@@ -105,7 +107,7 @@ class LSTMStep:
                           out=self.gates)
             self.sigmoid_block.sigmoid_()
             self.cell_in.tanh_()
-            c = self.cs[layer]
+            c = self.cells[layer]
             c.mul_(self.forget_gate).addcmul_(self.in_gate, self.cell_in)
             torch.mul(self.out_gate, torch.tanh(c, out=self.scratch), out=self.outputs[layer])
         return torch.addmm(self.head_b, self.outputs[-1], self.head_w, out=self.logits)
