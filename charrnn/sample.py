@@ -68,7 +68,7 @@ class Chooser:
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(seed)
+            self.generator.manual_seed(seed % 2**64)  # any int is a seed; the generator takes 64 bits
         filtered = (options.top_k is not None and options.top_k < vocab_size) or \
             (options.top_p is not None and options.top_p < 1)
         self.gumbel = options.temperature > 0 and not filtered
