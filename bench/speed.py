@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (fused loops)")
     parser.add_argument("--sample-chars", type=int, default=2000)
+    parser.add_argument("--sample-rounds", type=int, default=15,
+                        help="alternating rounds for sampling (each well under a second, so more of them)")
     parser.add_argument("--default-size", default="2x256", help="the default model, LxH, for sampling")
     parser.add_argument("--json-out")
     args = parser.parse_args()
@@ -215,8 +217,10 @@ def main() -> None:
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
     cases = dict.fromkeys([(default_layers, default_hidden, 1), (2, 256, 1), (2, 256, 64)])
-    sampling = [bench_sampling(layers, hidden, streams, args.sample_chars if streams == 1 else
-                               max(200, args.sample_chars // 8), args.rounds) for layers, hidden, streams in cases]
+    sampling = []
+    for layers, hidden, streams in cases:
+        chars = args.sample_chars if streams == 1 else max(200, args.sample_chars // 8)
+        sampling.append(bench_sampling(layers, hidden, streams, chars, args.sample_rounds))
     print(f"\nSampling throughput, chars/s in total ({device_name(torch.device('cpu'))}; sampling runs on the CPU):")
     print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup", "weight_mb", "read_gbs",
                            "ceiling"])

@@ -76,6 +76,10 @@ class Chooser:
         self.noise_rows: list[torch.Tensor] = []
         self.next_row = 0
         self.scratch = torch.empty(streams, vocab_size)
+        # Past 1e30 the logits vanish beside the noise anyway (a uniform draw, as the limit
+        # should be); capping keeps T * G finite in float32, where several infinities would
+        # tie and argmax would favour the lowest ids.
+        self.noise_scale = min(options.temperature, 1e30)
 
     def __call__(self, logits: torch.Tensor) -> list[int]:
         if self.options.temperature == 0:
@@ -87,7 +91,7 @@ class Chooser:
                 noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
                 self.noise_rows = list(noise.unbind(0))  # indexed in Python: no tensor operation per row
                 self.next_row = 0
-            torch.add(logits, self.noise_rows[self.next_row], alpha=self.options.temperature, out=self.scratch)
+            torch.add(logits, self.noise_rows[self.next_row], alpha=self.noise_scale, out=self.scratch)
             self.next_row += 1
             if self.scratch.size(0) == 1:
                 return [int(self.scratch.argmax())]

@@ -64,7 +64,9 @@ def test_choose_argmax_at_zero_and_top_k_one():
 def test_tiny_and_huge_temperatures_stay_finite():
     logits = torch.tensor([[0.5, 3.0, 1.0]])
     assert set(draw(logits, SamplingOptions(1e-45), 50).flatten().tolist()) == {1}
-    assert set(draw(logits, SamplingOptions(1e6), 300).flatten().tolist()) == {0, 1, 2}
+    for hot in (1e6, 1e300):
+        freq = torch.bincount(draw(logits, SamplingOptions(hot), 3000)[:, 0], minlength=3).float() / 3000
+        assert torch.allclose(freq, torch.full((3,), 1 / 3), atol=0.04)
 
 
 def test_invalid_options_rejected():
