@@ -29,6 +29,14 @@ def step_cell(model: CharRNN, batch: int) -> LSTMStep | ATenStep:
     return LSTMStep(model, batch) if model.config.cell == "lstm" else ATenStep(model, batch)
 
 
+def _input_table(model: CharRNN, fold_b_hh: bool = True) -> torch.Tensor:
+    """Layer 0's gate inputs for every character, [vocab, gates]: the embedding lookup, the
+    input projection and its bias at once, plus the recurrent bias where the cell allows."""
+    core = model.core
+    table = model.embed.weight.float() @ core.weight_ih_l0.float().t() + core.bias_ih_l0.float()
+    return table + core.bias_hh_l0.float() if fold_b_hh else table
+
+
 def _gates_ifog(weight: torch.Tensor, hidden: int) -> torch.Tensor:
     """PyTorch's gate order (i, f, g, o) along dim 0 -> (i, f, o, g): the three sigmoid
     gates become one contiguous block."""
@@ -52,9 +60,7 @@ class LSTMStep:
             return w.reshape(w.size(0), self.split, width // self.split).permute(1, 0, 2).contiguous()
 
         with torch.no_grad():
-            table = (model.embed.weight.float() @ core.weight_ih_l0.float().t()
-                     + core.bias_ih_l0.float() + core.bias_hh_l0.float())
-            self.table = _gates_ifog(table.t(), hidden).t().contiguous()  # [vocab, gates]
+            self.table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()  # [vocab, gates]
             # One view per character, indexed in Python: no tensor operation per character.
             self.table_rows = list(self.table.view(-1, self.split, 1, width // self.split).unbind(0))
             self.weights = [stacked(core.weight_hh_l0)]
@@ -136,10 +142,9 @@ class ATenStep:
         self.batch = batch
         core = model.core
         with torch.no_grad():
-            table = model.embed.weight.float() @ core.weight_ih_l0.float().t() + core.bias_ih_l0.float()
             # The GRU applies its reset gate to the recurrent half alone, so b_hh stays there.
             self.fold_b_hh0 = cfg.cell != "gru"
-            self.table = (table + core.bias_hh_l0.float() if self.fold_b_hh0 else table).contiguous()
+            self.table = _input_table(model, self.fold_b_hh0).contiguous()
             self.table_columns = self.table.unsqueeze(2)  # [vocab, gates, 1]: one row as input weights
             self.weights = [
                 tuple(getattr(core, f"{name}_l{layer}").float().contiguous()
