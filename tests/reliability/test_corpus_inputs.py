@@ -51,9 +51,9 @@ def assert_refused(result, folder: Path, *words: str) -> str:
 
 
 def _binary_file(tmp_path: Path) -> Path:
-    # /bin/ls is the issue's example; any ELF binary has bytes that are not UTF-8.
+    """/bin/ls (the issue's example) when it is not valid UTF-8, else a generated ELF-like file."""
     for candidate in ("/bin/ls", "/usr/bin/ls"):
-        if os.path.isfile(candidate):
+        if os.path.isfile(candidate) and not _is_utf8(Path(candidate).read_bytes()):
             return Path(candidate)
     path = tmp_path / "binary"
     path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8)
@@ -65,15 +65,19 @@ def test_empty_file(tmp_path):
     assert_refused(train(tmp_path / "empty.txt", tmp_path / "ck"), tmp_path / "ck", "empty")
 
 
-def test_binary_file(tmp_path):
-    binary = _binary_file(tmp_path)
-    data = binary.read_bytes()
+def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = e.start
-    else:
-        pytest.skip(f"{binary} happens to be valid UTF-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_binary_file(tmp_path):
+    binary = _binary_file(tmp_path)
+    with pytest.raises(UnicodeDecodeError) as bad:
+        binary.read_bytes().decode("utf-8")
+    offset = bad.value.start
     assert_refused(train(binary, tmp_path / "ck"), tmp_path / "ck", "utf-8", f"offset {offset}", "--encoding")
 
 
