@@ -37,6 +37,7 @@ from bench.common import device_name, median, print_table, timed, write_json  # 
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.runtime import autocast, pick_device  # noqa: E402
 from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
+from charrnn.step import step_cell  # noqa: E402
 from charrnn.train import TrainConfig, Trainer  # noqa: E402
 from charrnn.vocab import Vocabulary  # noqa: E402
 
@@ -181,7 +182,8 @@ def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: i
         rates["charrnn"].append(streams * chars / timed(ours, cpu))
         rates["per-char"].append(streams * chars / timed(per_char, cpu))
     c, p = median(rates["charrnn"]), median(rates["per-char"])
-    row = {"size": f"{layers}x{hidden}", "streams": streams, "charrnn": c, "per_char_lstm": p, "speedup": c / p}
+    row = {"size": f"{layers}x{hidden}", "streams": streams, "step": type(step_cell(model, streams)).__name__,
+           "charrnn": c, "per_char_lstm": p, "speedup": c / p}
     if streams == 1:
         weight_bytes = step_bytes(model)
         read = read_rate(weight_bytes)
@@ -198,12 +200,13 @@ def main() -> None:
     parser.add_argument("--sample-rounds", type=int, default=15,
                         help="alternating rounds for sampling (each well under a second, so more of them)")
     parser.add_argument("--default-size", default="2x256", help="the default model, LxH, for sampling")
+    parser.add_argument("--sampling-only", action="store_true", help="skip the training table")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     device = pick_device(args.device)
 
-    sizes = [(2, 256, 64, 128), (3, 512, 64, 128)]
-    if device.type == "cuda":
+    sizes = [] if args.sampling_only else [(2, 256, 64, 128), (3, 512, 64, 128)]
+    if device.type == "cuda" and not args.sampling_only:
         sizes += [(2, 256, 256, 128), (3, 512, 256, 128)]
     peak = matmul_peak(device)
     training = []
@@ -211,8 +214,9 @@ def main() -> None:
         training.append(bench_training(layers, hidden, batch, seq, device, args.rounds, args.steps,
                                        per_step_steps=1, peak=peak))
         print(f"trained {training[-1]['size']} batch {batch}", file=sys.stderr)
-    print(f"\nTraining throughput, chars/s ({device_name(device)}):")
-    print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step",
+    if training:
+        print(f"\nTraining throughput, chars/s ({device_name(device)}):")
+        print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step",
                            "gflops", "peak_gflops", "of_peak", "ceiling_vs_per_step"])
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
@@ -222,7 +226,7 @@ def main() -> None:
         chars = args.sample_chars if streams == 1 else max(200, args.sample_chars // 8)
         sampling.append(bench_sampling(layers, hidden, streams, chars, args.sample_rounds))
     print(f"\nSampling throughput, chars/s in total ({device_name(torch.device('cpu'))}; sampling runs on the CPU):")
-    print_table(sampling, ["size", "streams", "charrnn", "per_char_lstm", "speedup", "weight_mb", "read_gbs",
+    print_table(sampling, ["size", "streams", "step", "charrnn", "per_char_lstm", "speedup", "weight_mb", "read_gbs",
                            "ceiling"])
     write_json(f"speed-{device.type}.json", {"device": device_name(device), "training": training,
                                              "sampling": sampling, "args": vars(args)}, args.json_out)

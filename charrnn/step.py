@@ -1,9 +1,11 @@
 """Generation one character at a time over a trained CharRNN's weights.
 
 Calling `nn.LSTM` once per character costs milliseconds of per-call set-up on a CPU, so
-generation steps the cells by hand. A step of one stream is bound by reading the weights
-(about 3 MB for the default 2x256 LSTM), so the LSTM step keeps that read as lean as it
-can be, measured on a 2-core CPU (bench/speed.py):
+generation steps the cells by hand. One LSTM stream steps through the C function of
+`native` when it can be built (one call per character); otherwise, and for several
+streams, through eager tensor operations. A step of one stream is bound by reading the
+weights (about 3 MB for the default 2x256 LSTM), so the eager step keeps that read as lean
+as it can be, measured on a 2-core CPU (bench/speed.py):
 
 - layer 0's input projection is a per-character table (lookup, projection and both biases);
 - every other layer is one product of [input, hidden] with stacked weights, not two;
@@ -17,16 +19,25 @@ GRU and tanh-RNN models step through ATen's fused cells (`torch.gru_cell`, ...).
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
+from . import native
 from .model import CharRNN, State
 
 _ATEN_CELLS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
 
-def step_cell(model: CharRNN, batch: int) -> LSTMStep | ATenStep:
+def step_cell(model: CharRNN, batch: int) -> NativeLSTMStep | LSTMStep | ATenStep:
     """The fastest stepper for this model's cell, for `batch` streams."""
-    return LSTMStep(model, batch) if model.config.cell == "lstm" else ATenStep(model, batch)
+    if model.config.cell != "lstm":
+        return ATenStep(model, batch)
+    if batch == 1 and model.config.hidden % native.BLOCK == 0:
+        library = native.library()
+        if library is not None:
+            return NativeLSTMStep(model, library)
+    return LSTMStep(model, batch)
 
 
 def _input_table(model: CharRNN, fold_b_hh: bool = True) -> torch.Tensor:
@@ -126,6 +137,74 @@ class LSTMStep:
             c.mul_(self.forget_gate).addcmul_(self.in_gate, self.cell_in)
             torch.mul(self.out_gate, torch.tanh(c, out=self.scratch), out=self.outputs[layer])
         return torch.addmm(self.head_b, self.outputs[-1], self.head_w, out=self.logits)
+
+
+class NativeLSTMStep:
+    """One LSTM stream stepped by one call into lstm_step.c per character.
+
+    The weights are packed once into the blocked layout that the C step reads (see its
+    header); h is double-buffered and the buffers swap roles after every step.
+    """
+
+    def __init__(self, model: CharRNN, library: ctypes.CDLL):
+        cfg = model.config
+        hidden, layers, vocab = cfg.hidden, cfg.layers, cfg.vocab_size
+        if hidden % native.BLOCK:
+            raise ValueError(f"the C step needs hidden to be a multiple of {native.BLOCK}")
+        self.layers, self.hidden = layers, hidden
+        padded_vocab = -(-vocab // native.BLOCK) * native.BLOCK
+        core = model.core
+
+        def packed(weight: torch.Tensor) -> torch.Tensor:  # [4H, in] -> [H/BLOCK, in, 4, BLOCK]
+            w = _gates_ifog(weight.float(), hidden)
+            return w.view(4, hidden // native.BLOCK, native.BLOCK, -1).permute(1, 3, 0, 2).contiguous()
+
+        with torch.no_grad():
+            self.table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()  # [vocab, gates]
+            self.weights = [packed(core.weight_hh_l0)] + [
+                packed(torch.cat([getattr(core, f"weight_ih_l{layer}"), getattr(core, f"weight_hh_l{layer}")], 1))
+                for layer in range(1, layers)]
+            self.biases = [torch.zeros(0)] + [
+                _gates_ifog((getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")).float(),
+                            hidden).contiguous() for layer in range(1, layers)]
+            head_w = torch.zeros(padded_vocab, hidden)
+            head_w[:vocab] = model.head.weight.float()
+            self.head_w = head_w.view(-1, native.BLOCK, hidden).transpose(1, 2).contiguous()
+            self.head_b = torch.zeros(padded_vocab)
+            self.head_b[:vocab] = model.head.bias.float()
+
+        self.h = [torch.zeros(layers * hidden), torch.zeros(layers * hidden)]  # [current, next]
+        self.c = torch.zeros(layers * hidden)
+        self.padded_logits = torch.zeros(padded_vocab)
+        self.logits = self.padded_logits[:vocab].view(1, vocab)
+        self.rows = [row.data_ptr() for row in self.table]
+        pointers = ctypes.c_void_p * layers
+        self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept: the C call reads them
+        self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
+        threads = max(1, min(torch.get_num_threads(), hidden // native.BLOCK))
+        self.call = library.charrnn_lstm_step
+        self.fixed_args = (layers, hidden, padded_vocab, threads)
+        shared = (self.weight_ptrs, self.bias_ptrs, self.head_w.data_ptr(), self.head_b.data_ptr())
+        out = (self.c.data_ptr(), self.padded_logits.data_ptr())
+        # The h buffers' roles after an even and after an odd number of steps.
+        self.args = [shared + (self.h[0].data_ptr(), self.h[1].data_ptr()) + out,
+                     shared + (self.h[1].data_ptr(), self.h[0].data_ptr()) + out]
+        self.current = 0
+
+    def load(self, state: State) -> None:
+        """Takes the model's state ([layers, 1, hidden] h and c)."""
+        self.h[self.current].copy_(state[0].reshape(-1))
+        self.c.copy_(state[1].reshape(-1))
+
+    def state(self) -> State:
+        shape = (self.layers, 1, self.hidden)
+        return self.h[self.current].view(shape).clone(), self.c.view(shape).clone()
+
+    def step(self, ids: list[int]) -> torch.Tensor:
+        """The current character -> logits [1, vocab], a buffer that the next step overwrites."""
+        self.call(*self.fixed_args, self.rows[ids[0]], *self.args[self.current])
+        self.current ^= 1
+        return self.logits
 
 
 class ATenStep:

@@ -2,10 +2,13 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+from charrnn import native
 
 # Tests use tiny models: one thread avoids oversubscribing small CI machines.
 torch.set_num_threads(1)
@@ -27,6 +30,18 @@ def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
         out.append(line)
         size += len(line)
     return "".join(out)[:chars]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Iterator[Path]:
+    """The C sampling step builds into a cache folder of the test session, not the user's
+    (the CLI runs in subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("xdg_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        native.library.cache_clear()
+        yield folder
+    native.library.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,104 @@
+/* One LSTM step of one sampling stream, for charrnn's sampler.
+ *
+ * charrnn/native.py compiles this file on first use and calls it through ctypes; see that
+ * module for why. The step does the same arithmetic as charrnn.step.LSTMStep, in one call:
+ *
+ *   gates = [input, own previous h] @ W + b     (layer 0: own h only, plus a table row)
+ *   c     = sigmoid(f) * c + sigmoid(i) * tanh(g)
+ *   h     = sigmoid(o) * tanh(c)
+ *   logits = top h @ head_w + head_b
+ *
+ * Work is split by blocks of BLOCK hidden units: a thread computes all four gates of its
+ * units and then their new c and h, so a layer needs one barrier, not two. The weights are
+ * packed by native.py so that each block reads one contiguous run of memory:
+ *   layer weights [hidden / BLOCK][inputs][4 gates (i, f, o, g)][BLOCK]
+ *   head weights  [vocab / BLOCK][hidden][BLOCK]   (vocab padded to a multiple of BLOCK)
+ * h is double-buffered (h_old -> h_new) so that no thread overwrites an h that another
+ * thread still has to read.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 16 /* must equal charrnn.native.BLOCK */
+
+/* e^x to about 1e-7 relative error, written so that the compiler vectorizes the loops
+ * that call it (the C library's expf is one call per element). */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f; /* ln 2 in two parts */
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+                    + r * (1.0f / 720))))));
+    const int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+static inline float tanh_approx(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
+
+/* acc[g][j] += sum over k of x[k] * w[k][g][j] */
+static inline void accumulate(float acc[4][BLOCK], const float *x, int n, const float *w) {
+    for (int k = 0; k < n; k++) {
+        const float xk = x[k];
+        const float *row = w + (size_t)k * 4 * BLOCK;
+        for (int g = 0; g < 4; g++)
+            for (int j = 0; j < BLOCK; j++)
+                acc[g][j] += xk * row[g * BLOCK + j];
+    }
+}
+
+void charrnn_lstm_step(int layers, int hidden, int padded_vocab, int threads,
+                       const float *x_gates,        /* [4 * hidden]: layer 0's input gates, biases included */
+                       const float *const *weights, /* per layer, packed as above */
+                       const float *const *biases,  /* per layer [4 * hidden]; entry 0 unused */
+                       const float *head_w, const float *head_b,
+                       const float *h_old,          /* [layers * hidden] */
+                       float *h_new,                /* [layers * hidden] */
+                       float *c,                    /* [layers * hidden], updated in place */
+                       float *logits)               /* [padded_vocab] */
+{
+    const int blocks = hidden / BLOCK;
+    #pragma omp parallel num_threads(threads)
+    {
+        for (int l = 0; l < layers; l++) {
+            const int lower_inputs = l > 0 ? hidden : 0;
+            const float *bias = l > 0 ? biases[l] : x_gates;
+            #pragma omp for schedule(static)
+            for (int blk = 0; blk < blocks; blk++) {
+                const int u0 = blk * BLOCK;
+                const float *w = weights[l] + (size_t)blk * (lower_inputs + hidden) * 4 * BLOCK;
+                float acc[4][BLOCK];
+                for (int g = 0; g < 4; g++)
+                    for (int j = 0; j < BLOCK; j++)
+                        acc[g][j] = bias[g * hidden + u0 + j];
+                if (l > 0)
+                    accumulate(acc, h_new + (size_t)(l - 1) * hidden, hidden, w);
+                accumulate(acc, h_old + (size_t)l * hidden, hidden, w + (size_t)lower_inputs * 4 * BLOCK);
+                float *cb = c + (size_t)l * hidden + u0;
+                float *hb = h_new + (size_t)l * hidden + u0;
+                for (int j = 0; j < BLOCK; j++) {
+                    const float in = sigmoid(acc[0][j]), forget = sigmoid(acc[1][j]);
+                    const float out = sigmoid(acc[2][j]), cell = tanh_approx(acc[3][j]);
+                    cb[j] = forget * cb[j] + in * cell;
+                    hb[j] = out * tanh_approx(cb[j]);
+                }
+            } /* implicit barrier: the next layer reads every unit of this one */
+        }
+        const float *top = h_new + (size_t)(layers - 1) * hidden;
+        #pragma omp for schedule(static)
+        for (int blk = 0; blk < padded_vocab / BLOCK; blk++) {
+            float acc[BLOCK];
+            for (int j = 0; j < BLOCK; j++)
+                acc[j] = head_b[blk * BLOCK + j];
+            const float *w = head_w + (size_t)blk * hidden * BLOCK;
+            for (int k = 0; k < hidden; k++)
+                for (int j = 0; j < BLOCK; j++)
+                    acc[j] += top[k] * w[(size_t)k * BLOCK + j];
+            for (int j = 0; j < BLOCK; j++)
+                logits[blk * BLOCK + j] = acc[j];
+        }
+    }
+}

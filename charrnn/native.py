@@ -1,0 +1,101 @@
+"""The sampler's one-stream LSTM step in C (lstm_step.c), compiled on first use.
+
+Stepping one stream through eager PyTorch costs about fifteen tensor operations per
+character, each with microseconds of set-up, on top of reading the weights; on a 2-core
+CPU that held sampling near 8,000 chars/s. The C step does the same arithmetic in one call,
+close to the rate at which the weights can be read (bench/speed.py). `torch.compile` of
+the same step was slower than eager here (bench/README.md), so the step is written out.
+
+The library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and cached
+in the user's cache folder under a name that hashes the source, the compiler, its flags
+and the CPU, so a changed file or another machine sharing the folder gets its own build.
+Anything that goes wrong (no compiler, no OpenMP, an unwritable cache) leaves `library()`
+returning None and the sampler on the eager step, which gives the same distribution.
+`CHARRNN_NATIVE=0` turns the C step off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .fileio import atomic_path
+
+SOURCE = Path(__file__).with_name("lstm_step.c")
+BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+ENABLE_ENV = "CHARRNN_NATIVE"
+COMPILE_TIMEOUT_S = 120
+
+
+def enabled() -> bool:
+    return os.environ.get(ENABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "charrnn"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled step, built if no cached build fits; None when it cannot be had."""
+    if not enabled():
+        return None
+    compiler = shutil.which(os.environ.get("CC") or "cc")
+    if compiler is None or not SOURCE.is_file():
+        return None
+    path = cache_folder() / f"lstm_step-{_build_key(compiler)}.so"
+    try:
+        if path.is_file():
+            try:
+                return _bind(ctypes.CDLL(str(path)))
+            except OSError:
+                pass  # damaged: built again below
+        try:
+            with atomic_path(path) as tmp:
+                _compile(compiler, tmp)
+            return _bind(ctypes.CDLL(str(path)))
+        except OSError:  # no writable cache: a private build for this process
+            with tempfile.TemporaryDirectory() as folder:
+                tmp = Path(folder) / path.name
+                _compile(compiler, tmp)
+                return _bind(ctypes.CDLL(str(tmp)))  # stays mapped once loaded
+    except (OSError, subprocess.SubprocessError, AttributeError):
+        return None
+
+
+def _build_key(compiler: str) -> str:
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    for part in (compiler, *FLAGS, platform.system(), platform.machine(), _cpu_signature()):
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()[:16]
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's model and instruction-set flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def _compile(compiler: str, output: Path) -> None:
+    subprocess.run([compiler, *FLAGS, "-o", str(output), str(SOURCE)], check=True, capture_output=True,
+                   timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    step = lib.charrnn_lstm_step
+    step.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
+    step.restype = None
+    return lib

@@ -1,0 +1,160 @@
+"""The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import native
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.sample import Sampler, SamplingOptions
+from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
+from charrnn.vocab import Vocabulary
+
+needs_library = pytest.mark.skipif(native.library() is None,
+                                   reason="no C compiler with OpenMP here to build charrnn/lstm_step.c")
+
+
+@pytest.fixture
+def fresh_library(tmp_path, monkeypatch):
+    """library() with its memo cleared and an empty cache folder; the memo is cleared again after."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    native.library.cache_clear()
+    yield tmp_path / "cache" / "charrnn"
+    native.library.cache_clear()
+
+
+@needs_library
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layers, hidden, vocab", [(1, 16, 16), (3, 48, 23), (2, 32, 70)])
+def test_native_step_matches_fused_forward(layers, hidden, vocab, threads):
+    """From a carried-in state, the C step gives the fused core's next-char distribution,
+    logits and final state to 1e-5; vocabularies that are not a multiple of the block
+    exercise the padded head."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=vocab, layers=layers, hidden=hidden)).eval()
+    ids = torch.randint(0, vocab, (1, 60))
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            _, start = model(ids[:, :10])
+            ref, ref_state = model(ids[:, 10:], start)
+            step = NativeLSTMStep(model, native.library())
+            step.load(start)
+            got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
+    finally:
+        torch.set_num_threads(saved_threads)
+    assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
+    assert torch.allclose(got, ref, atol=1e-5)
+    for a, b in zip(step.state(), ref_state):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@needs_library
+def test_native_step_saturates_without_overflow():
+    """Gate inputs far outside exp's float range give the limits of sigmoid and tanh, not NaN."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=16, layers=2, hidden=16)).eval()
+    with torch.no_grad():
+        for p in model.core.parameters():
+            p.mul_(1e4)
+        ids = torch.randint(0, 16, (1, 20))
+        ref, _ = model(ids, model.initial_state(1))
+        step = NativeLSTMStep(model, native.library())
+        got = torch.stack([step.step([int(i)]).clone() for i in ids[0]], 1)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
+@needs_library
+def test_step_cell_takes_the_c_step_where_it_applies(monkeypatch):
+    lstm = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
+    assert isinstance(step_cell(lstm, 1), NativeLSTMStep)
+    assert isinstance(step_cell(lstm, 4), LSTMStep)  # several streams: eager, batched
+    assert isinstance(step_cell(CharRNN(ModelConfig(vocab_size=5, hidden=24)).eval(), 1), LSTMStep)
+    monkeypatch.setenv(native.ENABLE_ENV, "0")
+    native.library.cache_clear()
+    try:
+        assert isinstance(step_cell(lstm, 1), LSTMStep)
+    finally:
+        native.library.cache_clear()
+
+
+@needs_library
+def test_c_and_eager_steps_write_the_same_text(monkeypatch):
+    """Same seed, same text, whichever step ran: the Gumbel draw sees logits that agree to
+    1e-7, far inside the gaps between its noisy scores."""
+    torch.manual_seed(1)
+    vocab = Vocabulary.from_text("abcdefghij klmnop\n")
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=2, hidden=32)).eval()
+    sampler = Sampler(model, vocab)
+    options = SamplingOptions(temperature=0.8)
+    with_c = list(sampler.generate("ab", 300, options, seed=3))
+    monkeypatch.setenv(native.ENABLE_ENV, "0")
+    native.library.cache_clear()
+    try:
+        eager = list(sampler.generate("ab", 300, options, seed=3))
+    finally:
+        native.library.cache_clear()
+    assert with_c == eager
+    assert len(set(c for [c] in with_c)) > 5  # a real sample, not one repeated character
+
+
+def test_build_is_cached_and_a_damaged_build_is_replaced(fresh_library, tmp_path, monkeypatch):
+    """A cached build that fits is loaded without compiling; one that cannot be loaded is
+    built again in its place. (Each case uses its own folder: a process never loads the
+    same path twice, and a loaded library must not be overwritten under it.)"""
+    if native.library() is None:
+        pytest.skip("no C compiler with OpenMP here to build charrnn/lstm_step.c")
+    [built] = fresh_library.glob("lstm_step-*.so")
+
+    def cached_copy(name: str, content: bytes) -> Path:
+        folder = tmp_path / name / "charrnn"
+        folder.mkdir(parents=True)
+        (folder / built.name).write_bytes(content)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parent))
+        native.library.cache_clear()
+        return folder / built.name
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again although the cached build fits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "_compile", no_compiling)
+        cached_copy("reused", built.read_bytes())
+        assert native.library() is not None
+
+    damaged = cached_copy("damaged", b"not a shared library")
+    assert native.library() is not None
+    assert damaged.read_bytes() != b"not a shared library"
+    assert [p.name for p in damaged.parent.iterdir()] == [built.name]  # no temp files left
+
+
+def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    native.library.cache_clear()
+    try:
+        if native.library() is None:
+            monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "writable"))
+            native.library.cache_clear()
+            assert native.library() is None, "builds into a writable cache but not privately"
+            pytest.skip("no C compiler with OpenMP here to build charrnn/lstm_step.c")
+        assert blocker.read_text() == "a file where the cache folder would go"
+    finally:
+        native.library.cache_clear()
+
+
+@pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
+def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypatch, compiler):
+    """A missing compiler, or one that fails, leaves sampling on the eager step: same API,
+    same text, nothing left in the cache folder."""
+    monkeypatch.setenv("CC", compiler)
+    assert native.library() is None
+    model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
+    assert isinstance(step_cell(model, 1), LSTMStep)
+    vocab = Vocabulary.from_text("abcde")
+    assert len(list(Sampler(model, vocab).generate("a", 20, SamplingOptions(), seed=0))) == 20
+    assert not fresh_library.exists() or not any(fresh_library.iterdir())
