@@ -13,8 +13,12 @@
  * packed by native.py so that each block reads one contiguous run of memory:
  *   layer weights [hidden / BLOCK][inputs][4 gates (i, f, o, g)][BLOCK]
  *   head weights  [vocab / BLOCK][hidden][BLOCK]   (vocab padded to a multiple of BLOCK)
- * h is double-buffered (h_old -> h_new) so that no thread overwrites an h that another
- * thread still has to read.
+ * h is double-buffered (h[current] -> h[1 - current]) so that no thread overwrites an h
+ * that another thread still has to read.
+ *
+ * Given Gumbel noise, the step also draws the next character, argmax(logits + scale * noise)
+ * as charrnn.sample.Chooser does with tensors, which saves the sampler two tensor operations
+ * per character.
  */
 #include <stdint.h>
 #include <string.h>
@@ -50,26 +54,35 @@ static inline void accumulate(float acc[4][BLOCK], const float *x, int n, const 
     }
 }
 
-void charrnn_lstm_step(int layers, int hidden, int padded_vocab, int threads,
-                       const float *x_gates,        /* [4 * hidden]: layer 0's input gates, biases included */
-                       const float *const *weights, /* per layer, packed as above */
-                       const float *const *biases,  /* per layer [4 * hidden]; entry 0 unused */
-                       const float *head_w, const float *head_b,
-                       const float *h_old,          /* [layers * hidden] */
-                       float *h_new,                /* [layers * hidden] */
-                       float *c,                    /* [layers * hidden], updated in place */
-                       float *logits)               /* [padded_vocab] */
+/* The model and its buffers, filled once by native.py (its Model structure mirrors this). */
+struct charrnn_lstm {
+    int layers, hidden, vocab, padded_vocab, threads;
+    const float *table;          /* [vocab][4 * hidden]: layer 0's input gates, biases included */
+    const float *const *weights; /* per layer, packed as above */
+    const float *const *biases;  /* per layer [4 * hidden]; entry 0 unused */
+    const float *head_w, *head_b;
+    float *h[2];                 /* [layers * hidden] each */
+    float *c;                    /* [layers * hidden], updated in place */
+    float *logits;               /* [padded_vocab] */
+};
+
+/* Steps from character `char_id` with h[current] as the previous h. Returns the drawn
+ * character given noise ([vocab]), else -1. */
+int charrnn_lstm_step(const struct charrnn_lstm *m, int char_id, int current, const float *noise, float scale)
 {
-    const int blocks = hidden / BLOCK;
-    #pragma omp parallel num_threads(threads)
+    const int layers = m->layers, hidden = m->hidden, blocks = hidden / BLOCK;
+    const float *x_gates = m->table + (size_t)char_id * 4 * hidden;
+    const float *h_old = m->h[current];
+    float *h_new = m->h[1 - current], *c = m->c, *logits = m->logits;
+    #pragma omp parallel num_threads(m->threads)
     {
         for (int l = 0; l < layers; l++) {
             const int lower_inputs = l > 0 ? hidden : 0;
-            const float *bias = l > 0 ? biases[l] : x_gates;
+            const float *bias = l > 0 ? m->biases[l] : x_gates;
             #pragma omp for schedule(static)
             for (int blk = 0; blk < blocks; blk++) {
                 const int u0 = blk * BLOCK;
-                const float *w = weights[l] + (size_t)blk * (lower_inputs + hidden) * 4 * BLOCK;
+                const float *w = m->weights[l] + (size_t)blk * (lower_inputs + hidden) * 4 * BLOCK;
                 float acc[4][BLOCK];
                 for (int g = 0; g < 4; g++)
                     for (int j = 0; j < BLOCK; j++)
@@ -89,11 +102,11 @@ void charrnn_lstm_step(int layers, int hidden, int padded_vocab, int threads,
         }
         const float *top = h_new + (size_t)(layers - 1) * hidden;
         #pragma omp for schedule(static)
-        for (int blk = 0; blk < padded_vocab / BLOCK; blk++) {
+        for (int blk = 0; blk < m->padded_vocab / BLOCK; blk++) {
             float acc[BLOCK];
             for (int j = 0; j < BLOCK; j++)
-                acc[j] = head_b[blk * BLOCK + j];
-            const float *w = head_w + (size_t)blk * hidden * BLOCK;
+                acc[j] = m->head_b[blk * BLOCK + j];
+            const float *w = m->head_w + (size_t)blk * hidden * BLOCK;
             for (int k = 0; k < hidden; k++)
                 for (int j = 0; j < BLOCK; j++)
                     acc[j] += top[k] * w[(size_t)k * BLOCK + j];
@@ -101,4 +114,16 @@ void charrnn_lstm_step(int layers, int hidden, int padded_vocab, int threads,
                 logits[blk * BLOCK + j] = acc[j];
         }
     }
+    if (noise == NULL)
+        return -1;
+    int best = 0;
+    float best_score = logits[0] + scale * noise[0];
+    for (int v = 1; v < m->vocab && best_score == best_score; v++) { /* a NaN wins, as in torch.argmax */
+        const float score = logits[v] + scale * noise[v];
+        if (score > best_score || score != score) {
+            best = v;
+            best_score = score;
+        }
+    }
+    return best;
 }

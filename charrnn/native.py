@@ -94,8 +94,23 @@ def _compile(compiler: str, output: Path) -> None:
                    timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
+class Model(ctypes.Structure):
+    """lstm_step.c's struct charrnn_lstm: the packed weights and the buffers of one stream."""
+
+    _fields_ = [(name, ctypes.c_int) for name in ("layers", "hidden", "vocab", "padded_vocab", "threads")] + [
+        ("table", ctypes.c_void_p),
+        ("weights", ctypes.POINTER(ctypes.c_void_p)),
+        ("biases", ctypes.POINTER(ctypes.c_void_p)),
+        ("head_w", ctypes.c_void_p),
+        ("head_b", ctypes.c_void_p),
+        ("h", ctypes.c_void_p * 2),
+        ("c", ctypes.c_void_p),
+        ("logits", ctypes.c_void_p),
+    ]
+
+
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    step = lib.charrnn_lstm_step
-    step.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
-    step.restype = None
+    step = lib.charrnn_lstm_step  # (model, char_id, current, noise or NULL, scale) -> drawn id or -1
+    step.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
+    step.restype = ctypes.c_int
     return lib

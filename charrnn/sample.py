@@ -9,7 +9,7 @@ import torch
 
 from .errors import CharrnnError
 from .model import CharRNN
-from .step import step_cell
+from .step import NativeLSTMStep, step_cell
 from .vocab import Vocabulary, escape_chars
 
 
@@ -81,18 +81,21 @@ class Chooser:
         # tie and argmax would favour the lowest ids.
         self.noise_scale = min(options.temperature, 1e30)
 
+    def noise_row(self) -> torch.Tensor:
+        """The Gumbel noise of the next step, [streams, vocab], contiguous float32."""
+        if self.next_row == len(self.noise_rows):
+            uniform = torch.rand(self.block_steps, *self.scratch.shape, dtype=torch.float64, generator=self.generator)
+            noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
+            self.noise_rows = list(noise.unbind(0))  # indexed in Python: no tensor operation per row
+            self.next_row = 0
+        self.next_row += 1
+        return self.noise_rows[self.next_row - 1]
+
     def __call__(self, logits: torch.Tensor) -> list[int]:
         if self.options.temperature == 0:
             return logits.argmax(-1).tolist()
         if self.gumbel:
-            if self.next_row == len(self.noise_rows):
-                uniform = torch.rand(self.block_steps, *self.scratch.shape, dtype=torch.float64,
-                                     generator=self.generator)
-                noise = uniform.log_().neg_().log_().neg_().float()  # u == 0 gives -inf: never chosen
-                self.noise_rows = list(noise.unbind(0))  # indexed in Python: no tensor operation per row
-                self.next_row = 0
-            torch.add(logits, self.noise_rows[self.next_row], alpha=self.noise_scale, out=self.scratch)
-            self.next_row += 1
+            torch.add(logits, self.noise_row(), alpha=self.noise_scale, out=self.scratch)
             if self.scratch.size(0) == 1:
                 return [int(self.scratch.argmax())]
             return self.scratch.argmax(-1).tolist()
@@ -137,6 +140,14 @@ class Sampler:
         cell.load(tuple(s.expand(-1, num_samples, -1) for s in state))
         choose = Chooser(options, num_samples, len(self.vocab), seed)
         current = [int(ids[-1])] * num_samples
+        if choose.gumbel and isinstance(cell, NativeLSTMStep):
+            # The C step draws as well: the same argmax over the same noise, two tensor
+            # operations per character fewer.
+            char_id = current[0]
+            for _ in range(length):
+                char_id = cell.step_and_draw(char_id, choose.noise_row(), choose.noise_scale)
+                yield [char_id]
+            return
         for _ in range(length):
             current = choose(cell.step(current))
             yield current

@@ -173,23 +173,24 @@ class NativeLSTMStep:
             self.head_b = torch.zeros(padded_vocab)
             self.head_b[:vocab] = model.head.bias.float()
 
-        self.h = [torch.zeros(layers * hidden), torch.zeros(layers * hidden)]  # [current, next]
+        self.h = [torch.zeros(layers * hidden), torch.zeros(layers * hidden)]  # roles swap every step
         self.c = torch.zeros(layers * hidden)
         self.padded_logits = torch.zeros(padded_vocab)
         self.logits = self.padded_logits[:vocab].view(1, vocab)
-        self.rows = [row.data_ptr() for row in self.table]
         pointers = ctypes.c_void_p * layers
-        self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept: the C call reads them
+        self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept alive with the tensors
         self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
-        threads = max(1, min(torch.get_num_threads(), hidden // native.BLOCK))
+        self.model = native.Model(
+            layers=layers, hidden=hidden, vocab=vocab, padded_vocab=padded_vocab,
+            threads=max(1, min(torch.get_num_threads(), hidden // native.BLOCK)),
+            table=self.table.data_ptr(), weights=self.weight_ptrs, biases=self.bias_ptrs,
+            head_w=self.head_w.data_ptr(), head_b=self.head_b.data_ptr(),
+            h=(ctypes.c_void_p * 2)(self.h[0].data_ptr(), self.h[1].data_ptr()),
+            c=self.c.data_ptr(), logits=self.padded_logits.data_ptr())
+        self.model_ref = ctypes.byref(self.model)
         self.call = library.charrnn_lstm_step
-        self.fixed_args = (layers, hidden, padded_vocab, threads)
-        shared = (self.weight_ptrs, self.bias_ptrs, self.head_w.data_ptr(), self.head_b.data_ptr())
-        out = (self.c.data_ptr(), self.padded_logits.data_ptr())
-        # The h buffers' roles after an even and after an odd number of steps.
-        self.args = [shared + (self.h[0].data_ptr(), self.h[1].data_ptr()) + out,
-                     shared + (self.h[1].data_ptr(), self.h[0].data_ptr()) + out]
-        self.current = 0
+        self.vocab = vocab
+        self.current = 0  # which h buffer holds the current h
 
     def load(self, state: State) -> None:
         """Takes the model's state ([layers, 1, hidden] h and c)."""
@@ -202,9 +203,20 @@ class NativeLSTMStep:
 
     def step(self, ids: list[int]) -> torch.Tensor:
         """The current character -> logits [1, vocab], a buffer that the next step overwrites."""
-        self.call(*self.fixed_args, self.rows[ids[0]], *self.args[self.current])
-        self.current ^= 1
+        self._call(ids[0], None, 0.0)
         return self.logits
+
+    def step_and_draw(self, char_id: int, noise: torch.Tensor, scale: float) -> int:
+        """Steps, then draws argmax(logits + scale * noise) as `Chooser` would; noise is a
+        contiguous float32 row of vocab values."""
+        return self._call(char_id, noise.data_ptr(), scale)
+
+    def _call(self, char_id: int, noise: int | None, scale: float) -> int:
+        if not 0 <= char_id < self.vocab:  # the C step indexes its table with it
+            raise IndexError(f"character id {char_id} outside the vocabulary of {self.vocab}")
+        drawn = self.call(self.model_ref, char_id, self.current, noise, scale)
+        self.current ^= 1
+        return drawn
 
 
 class ATenStep:

@@ -82,14 +82,17 @@ def test_step_cell_takes_the_c_step_where_it_applies(monkeypatch):
 
 
 @needs_library
-def test_c_and_eager_steps_write_the_same_text(monkeypatch):
-    """Same seed, same text, whichever step ran: the Gumbel draw sees logits that agree to
-    1e-7, far inside the gaps between its noisy scores."""
+@pytest.mark.parametrize("options", [SamplingOptions(temperature=0.8), SamplingOptions(temperature=1e-30),
+                                     SamplingOptions(temperature=0), SamplingOptions(top_k=4),
+                                     SamplingOptions(top_p=0.8)], ids=repr)
+def test_c_and_eager_steps_write_the_same_text(monkeypatch, options):
+    """Same seed, same text, whichever step ran and whether the C step draws (plain
+    temperature) or the tensor chooser does: the draws see logits that agree to 1e-7, far
+    inside the gaps between their noisy scores."""
     torch.manual_seed(1)
     vocab = Vocabulary.from_text("abcdefghij klmnop\n")
     model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=2, hidden=32)).eval()
     sampler = Sampler(model, vocab)
-    options = SamplingOptions(temperature=0.8)
     with_c = list(sampler.generate("ab", 300, options, seed=3))
     monkeypatch.setenv(native.ENABLE_ENV, "0")
     native.library.cache_clear()
@@ -98,7 +101,8 @@ def test_c_and_eager_steps_write_the_same_text(monkeypatch):
     finally:
         native.library.cache_clear()
     assert with_c == eager
-    assert len(set(c for [c] in with_c)) > 5  # a real sample, not one repeated character
+    if options.temperature >= 0.5:
+        assert len(set(c for [c] in with_c)) > 2  # a real sample, not one repeated character
 
 
 def test_build_is_cached_and_a_damaged_build_is_replaced(fresh_library, tmp_path, monkeypatch):
