@@ -137,7 +137,7 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     runners = {"charrnn": (charrnn_step, steps)}
     for name, per_step, n in (("plain", False, steps), ("per-step", True, per_step_steps)):
         model = PlainModel(layers, hidden).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.99))
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=config.weight_decay, betas=(0.9, 0.99))
         runners[name] = (plain_step_fn(model, opt, device, per_step), n)
     for fn, _ in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
         fn(x, y)

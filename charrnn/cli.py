@@ -126,7 +126,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--min-lr-frac", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Final learning rate as a fraction of the peak.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.01, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.1, show_default=True)
 @click.option("--grad-clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
 @click.option("--val-frac", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
 @click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")

@@ -180,14 +180,14 @@ class NativeLSTMStep:
         pointers = ctypes.c_void_p * layers
         self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept alive with the tensors
         self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
-        self.model = native.Model(
+        self.native_model = native.Model(
             layers=layers, hidden=hidden, vocab=vocab, padded_vocab=padded_vocab,
             threads=max(1, min(torch.get_num_threads(), hidden // native.BLOCK)),
             table=self.table.data_ptr(), weights=self.weight_ptrs, biases=self.bias_ptrs,
             head_w=self.head_w.data_ptr(), head_b=self.head_b.data_ptr(),
             h=(ctypes.c_void_p * 2)(self.h[0].data_ptr(), self.h[1].data_ptr()),
             c=self.c.data_ptr(), logits=self.padded_logits.data_ptr())
-        self.model_ref = ctypes.byref(self.model)
+        self.native_ref = ctypes.byref(self.native_model)
         self.call = library.charrnn_lstm_step
         self.vocab = vocab
         self.current = 0  # which h buffer holds the current h
@@ -214,7 +214,7 @@ class NativeLSTMStep:
     def _call(self, char_id: int, noise: int | None, scale: float) -> int:
         if not 0 <= char_id < self.vocab:  # the C step indexes its table with it
             raise IndexError(f"character id {char_id} outside the vocabulary of {self.vocab}")
-        drawn = self.call(self.model_ref, char_id, self.current, noise, scale)
+        drawn = self.call(self.native_ref, char_id, self.current, noise, scale)
         self.current ^= 1
         return drawn
 

@@ -36,7 +36,7 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr_frac: float = 0.1
     warmup_steps: int = 50
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     grad_clip: float = 1.0
     val_frac: float = 0.1
     max_epochs: float | None = None

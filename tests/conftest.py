@@ -32,6 +32,29 @@ def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
     return "".join(out)[:chars]
 
 
+def assert_step_matches_fused(model, make_step, batch: int, threads: int) -> None:
+    """A generation stepper (`make_step(model, batch)`), started from a carried-in state,
+    gives the fused core's logits, next-char distribution and final state to 1e-5."""
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, 60), generator=torch.Generator().manual_seed(0))
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            _, start = model(ids[:, :10])
+            ref, ref_state = model(ids[:, 10:], start)
+            step = make_step(model, batch)
+            step.load(start)
+            got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
+    finally:
+        torch.set_num_threads(saved_threads)
+    assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert len(step.state()) == len(ref_state)
+    for a, b in zip(step.state(), ref_state):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory) -> Iterator[Path]:
     """The C sampling step builds into a cache folder of the test session, not the user's

@@ -11,6 +11,8 @@ from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
 
+from .conftest import assert_step_matches_fused
+
 needs_library = pytest.mark.skipif(native.library() is None,
                                    reason="no C compiler with OpenMP here to build charrnn/lstm_step.c")
 
@@ -33,22 +35,7 @@ def test_native_step_matches_fused_forward(layers, hidden, vocab, threads):
     exercise the padded head."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=vocab, layers=layers, hidden=hidden)).eval()
-    ids = torch.randint(0, vocab, (1, 60))
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            _, start = model(ids[:, :10])
-            ref, ref_state = model(ids[:, 10:], start)
-            step = NativeLSTMStep(model, native.library())
-            step.load(start)
-            got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
-    finally:
-        torch.set_num_threads(saved_threads)
-    assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
-    assert torch.allclose(got, ref, atol=1e-5)
-    for a, b in zip(step.state(), ref_state):
-        assert torch.allclose(a, b, atol=1e-5)
+    assert_step_matches_fused(model, lambda m, batch: NativeLSTMStep(m, native.library()), 1, threads)
 
 
 @needs_library

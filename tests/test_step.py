@@ -4,6 +4,8 @@ import torch
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.step import LSTMStep, step_cell
 
+from .conftest import assert_step_matches_fused
+
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -13,23 +15,7 @@ def test_step_matches_fused_forward(cell, batch, threads):
     from a carried-in state, with and without the two-thread split of one stream."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=23, cell=cell, layers=3, hidden=24)).eval()
-    ids = torch.randint(0, 23, (batch, 50))
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            _, start = model(ids[:, :10])
-            ref, ref_state = model(ids[:, 10:], start)
-            step = step_cell(model, batch)
-            step.load(start)
-            got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
-    finally:
-        torch.set_num_threads(saved_threads)
-    assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
-    assert torch.allclose(got, ref, atol=1e-5)
-    assert len(step.state()) == len(ref_state)
-    for a, b in zip(step.state(), ref_state):
-        assert torch.allclose(a, b, atol=1e-5)
+    assert_step_matches_fused(model, step_cell, batch, threads)
 
 
 def test_one_lstm_stream_splits_its_product_across_threads():
