@@ -30,7 +30,9 @@ from .fileio import atomic_path
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+# -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
+# reads floating-point exception flags.
+FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC")
 ENABLE_ENV = "CHARRNN_NATIVE"
 COMPILE_TIMEOUT_S = 120
 
@@ -113,4 +115,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     step = lib.charrnn_lstm_step  # (model, char_id, current, noise or NULL, scale) -> drawn id or -1
     step.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
     step.restype = ctypes.c_int
+    gates = lib.charrnn_lstm_gates  # (batch, hidden, threads, gates, c, h, h_stride)
+    gates.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    gates.restype = None
     return lib

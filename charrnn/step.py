@@ -33,11 +33,10 @@ def step_cell(model: CharRNN, batch: int) -> NativeLSTMStep | LSTMStep | ATenSte
     """The fastest stepper for this model's cell, for `batch` streams."""
     if model.config.cell != "lstm":
         return ATenStep(model, batch)
-    if batch == 1 and model.config.hidden % native.BLOCK == 0:
-        library = native.library()
-        if library is not None:
-            return NativeLSTMStep(model, library)
-    return LSTMStep(model, batch)
+    library = native.library()
+    if library is not None and batch == 1 and model.config.hidden % native.BLOCK == 0:
+        return NativeLSTMStep(model, library)
+    return LSTMStep(model, batch, library)
 
 
 def _input_table(model: CharRNN, fold_b_hh: bool = True) -> torch.Tensor:
@@ -58,7 +57,9 @@ def _gates_ifog(weight: torch.Tensor, hidden: int) -> torch.Tensor:
 class LSTMStep:
     """An LSTM stepped one character at a time; holds the state of `batch` streams."""
 
-    def __init__(self, model: CharRNN, batch: int):
+    def __init__(self, model: CharRNN, batch: int, library: ctypes.CDLL | None = None):
+        """With `library` (native's), each layer's gates are one C call instead of six
+        tensor operations."""
         cfg = model.config
         hidden, layers, width = cfg.hidden, cfg.layers, 4 * cfg.hidden
         # Splitting pays only when one thread cannot saturate memory: a single stream.
@@ -110,6 +111,12 @@ class LSTMStep:
             self.inputs = [x[0] for x in self.inputs]
             self.gates_out = self.gates[0]
         self.outputs = [self.hs[:, layer * hidden : (layer + 1) * hidden] for layer in range(layers)]
+        self.gates_call = None if library is None else library.charrnn_lstm_gates
+        if self.gates_call is not None:
+            # The gates buffer is contiguous [batch, 4H] when viewed flat; c and h rows as laid out above.
+            self.gates_args = [(batch, hidden, max(1, min(torch.get_num_threads(), batch)), self.gates.data_ptr(),
+                                self.cells[layer].data_ptr(), self.outputs[layer].data_ptr(), layers * hidden)
+                               for layer in range(layers)]
 
     def load(self, state: State) -> None:
         """Takes the model's state ([layers, batch, hidden] h and c)."""
@@ -131,6 +138,9 @@ class LSTMStep:
         for layer in range(self.layers):
             self.product(x_gates if layer == 0 else self.biases[layer], self.inputs[layer], self.weights[layer],
                          out=self.gates_out)
+            if self.gates_call is not None:
+                self.gates_call(*self.gates_args[layer])
+                continue
             self.sigmoid_block.sigmoid_()
             self.cell_in.tanh_()
             c = self.cells[layer]

@@ -1,5 +1,8 @@
 """The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,17 @@ def test_native_step_matches_fused_forward(layers, hidden, vocab, threads):
 
 
 @needs_library
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_c_gates_of_the_tensor_step_match_fused_forward(batch, threads):
+    """Several streams (and one stream whose hidden size the C step cannot block) take the
+    tensor step with its gates computed in C."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=23, layers=3, hidden=40)).eval()
+    assert_step_matches_fused(model, lambda m, b: LSTMStep(m, b, native.library()), batch, threads)
+
+
+@needs_library
 def test_native_step_saturates_without_overflow():
     """Gate inputs far outside exp's float range give the limits of sigmoid and tanh, not NaN."""
     torch.manual_seed(0)
@@ -73,21 +87,24 @@ def test_step_cell_takes_the_c_step_where_it_applies(monkeypatch):
                                      SamplingOptions(temperature=0), SamplingOptions(top_k=4),
                                      SamplingOptions(top_p=0.8)], ids=repr)
 def test_c_and_eager_steps_write_the_same_text(monkeypatch, options):
-    """Same seed, same text, whichever step ran and whether the C step draws (plain
-    temperature) or the tensor chooser does: the draws see logits that agree to 1e-7, far
-    inside the gaps between their noisy scores."""
+    """Same seed, same text, with or without the C library: one stream (where the C step
+    also draws at a plain temperature) and three (tensor step, gates in C or not); the draws
+    see logits that agree to 1e-7, far inside the gaps between their noisy scores."""
     torch.manual_seed(1)
     vocab = Vocabulary.from_text("abcdefghij klmnop\n")
     model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=2, hidden=32)).eval()
     sampler = Sampler(model, vocab)
     with_c = list(sampler.generate("ab", 300, options, seed=3))
+    batch_with_c = list(sampler.generate("ab", 100, options, num_samples=3, seed=3))
     monkeypatch.setenv(native.ENABLE_ENV, "0")
     native.library.cache_clear()
     try:
         eager = list(sampler.generate("ab", 300, options, seed=3))
+        batch_eager = list(sampler.generate("ab", 100, options, num_samples=3, seed=3))
     finally:
         native.library.cache_clear()
     assert with_c == eager
+    assert batch_with_c == batch_eager
     if options.temperature >= 0.5:
         assert len(set(c for [c] in with_c)) > 2  # a real sample, not one repeated character
 
@@ -136,6 +153,24 @@ def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
         assert blocker.read_text() == "a file where the cache folder would go"
     finally:
         native.library.cache_clear()
+
+
+def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, tmp_path):
+    """A mistake in lstm_step.c must fail here, not turn the C step's tests into skips: if
+    the compiler builds a trivial OpenMP library with the same flags, it must build ours."""
+    compiler = shutil.which(os.environ.get("CC") or "cc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc or $CC) here")
+    probe = tmp_path / "probe.c"
+    probe.write_text("int probe(void) { int n = 0;\n#pragma omp parallel reduction(+:n)\nn += 1;\nreturn n; }\n")
+    built = subprocess.run([compiler, *native.FLAGS, "-o", str(tmp_path / "probe.so"), str(probe)],
+                           capture_output=True)
+    if built.returncode != 0:
+        pytest.skip(f"{compiler} cannot build OpenMP libraries here")
+    errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "step.so"),
+                             str(native.SOURCE)], capture_output=True, text=True)
+    assert errors.returncode == 0, errors.stderr
+    assert native.library() is not None
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])

@@ -18,6 +18,15 @@ def test_step_matches_fused_forward(cell, batch, threads):
     assert_step_matches_fused(model, step_cell, batch, threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_lstm_tensor_step_without_the_c_library_matches_fused_forward(batch, threads):
+    """The LSTM tensor step as it runs where no C compiler is: gates by tensor operations."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=23, layers=3, hidden=24)).eval()
+    assert_step_matches_fused(model, lambda m, b: LSTMStep(m, b, library=None), batch, threads)
+
+
 def test_one_lstm_stream_splits_its_product_across_threads():
     model = CharRNN(ModelConfig(vocab_size=5, hidden=8)).eval()
     saved_threads = torch.get_num_threads()
