@@ -64,7 +64,8 @@ def main() -> None:
         for r in speed["sampling"]:
             target = 10_000 if r["streams"] == 1 else 40_000
             ceiling = f"; weight-read ceiling {r['ceiling']:,.0f}" if "ceiling" in r else ""
-            step = {"NativeLSTMStep": "C step; ", "LSTMStep": "tensor step; "}.get(r.get("step", ""), "")
+            step = {"NativeLSTMStep": "C step; ", "LSTMStep": "tensor step; ",
+                    "LSTMStep + C gates": "tensor step, gates in C; "}.get(r.get("step", ""), "")
             rows.append((f"sampling, {r['streams']} stream(s), {r['size']}", f"≥ {target:,} chars/s",
                          f"{r['charrnn']:,.0f} chars/s ({step}nn.LSTM per char: {r['per_char_lstm']:,.0f}{ceiling})",
                          verdict(r["charrnn"], target), speed["date"], speed["device"], "`python bench/speed.py`"))

@@ -182,7 +182,9 @@ def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: i
         rates["charrnn"].append(streams * chars / timed(ours, cpu))
         rates["per-char"].append(streams * chars / timed(per_char, cpu))
     c, p = median(rates["charrnn"]), median(rates["per-char"])
-    row = {"size": f"{layers}x{hidden}", "streams": streams, "step": type(step_cell(model, streams)).__name__,
+    stepper = step_cell(model, streams)
+    step_name = type(stepper).__name__ + (" + C gates" if getattr(stepper, "gates_call", None) else "")
+    row = {"size": f"{layers}x{hidden}", "streams": streams, "step": step_name,
            "charrnn": c, "per_char_lstm": p, "speedup": c / p}
     if streams == 1:
         weight_bytes = step_bytes(model)
