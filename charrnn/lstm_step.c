@@ -1,4 +1,4 @@
-/* One LSTM step of one sampling stream, for charrnn's sampler.
+/* LSTM arithmetic for charrnn's sampler: one stream's whole step, and the gates of several.
  *
  * charrnn/native.py compiles this file on first use and calls it through ctypes; see that
  * module for why. The step does the same arithmetic as charrnn.step.LSTMStep, in one call:
@@ -10,7 +10,7 @@
  *
  * Work is split by blocks of BLOCK hidden units: a thread computes all four gates of its
  * units and then their new c and h, so a layer needs one barrier, not two. The weights are
- * packed by native.py so that each block reads one contiguous run of memory:
+ * packed by charrnn.step.NativeLSTMStep so that each block reads one contiguous run of memory:
  *   layer weights [hidden / BLOCK][inputs][4 gates (i, f, o, g)][BLOCK]
  *   head weights  [vocab / BLOCK][hidden][BLOCK]   (vocab padded to a multiple of BLOCK)
  * h is double-buffered (h[current] -> h[1 - current]) so that no thread overwrites an h
@@ -19,6 +19,8 @@
  * Given Gumbel noise, the step also draws the next character, argmax(logits + scale * noise)
  * as charrnn.sample.Chooser does with tensors, which saves the sampler two tensor operations
  * per character.
+ *
+ * charrnn_lstm_gates, at the end, serves the tensor step of several streams (see there).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +28,8 @@
 #define BLOCK 16 /* must equal charrnn.native.BLOCK */
 
 /* e^x to about 1e-7 relative error, written so that the compiler vectorizes the loops
- * that call it (the C library's expf is one call per element). */
+ * that call it (the C library's expf is one call per element; floorf needs
+ * -fno-trapping-math to vectorize, which native.FLAGS passes). */
 static inline float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);

@@ -1,10 +1,12 @@
-"""The sampler's one-stream LSTM step in C (lstm_step.c), compiled on first use.
+"""The sampler's LSTM arithmetic in C (lstm_step.c), compiled on first use.
 
 Stepping one stream through eager PyTorch costs about fifteen tensor operations per
 character, each with microseconds of set-up, on top of reading the weights; on a 2-core
 CPU that held sampling near 8,000 chars/s. The C step does the same arithmetic in one call,
 close to the rate at which the weights can be read (bench/speed.py). `torch.compile` of
 the same step was slower than eager here (bench/README.md), so the step is written out.
+The same library computes the gates of several streams for the tensor step (one call a
+layer instead of six tensor operations).
 
 The library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and cached
 in the user's cache folder under a name that hashes the source, the compiler, its flags
