@@ -16,8 +16,17 @@ from charrnn.vocab import Vocabulary
 
 from .conftest import assert_step_matches_fused
 
-needs_library = pytest.mark.skipif(native.library() is None,
-                                   reason="no C compiler with OpenMP here to build charrnn/lstm_step.c")
+NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
+
+
+@pytest.fixture
+def library():
+    """The built C library, or a skip (checked when the test runs, so that the build goes
+    to the session's own cache folder, not at collection time to the user's)."""
+    built = native.library()
+    if built is None:
+        pytest.skip(NO_LIBRARY)
+    return built
 
 
 @pytest.fixture
@@ -29,31 +38,28 @@ def fresh_library(tmp_path, monkeypatch):
     native.library.cache_clear()
 
 
-@needs_library
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("layers, hidden, vocab", [(1, 16, 16), (3, 48, 23), (2, 32, 70)])
-def test_native_step_matches_fused_forward(layers, hidden, vocab, threads):
+def test_native_step_matches_fused_forward(library, layers, hidden, vocab, threads):
     """From a carried-in state, the C step gives the fused core's next-char distribution,
     logits and final state to 1e-5; vocabularies that are not a multiple of the block
     exercise the padded head."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=vocab, layers=layers, hidden=hidden)).eval()
-    assert_step_matches_fused(model, lambda m, batch: NativeLSTMStep(m, native.library()), 1, threads)
+    assert_step_matches_fused(model, lambda m, batch: NativeLSTMStep(m, library), 1, threads)
 
 
-@needs_library
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_c_gates_of_the_tensor_step_match_fused_forward(batch, threads):
+def test_c_gates_of_the_tensor_step_match_fused_forward(library, batch, threads):
     """Several streams (and one stream whose hidden size the C step cannot block) take the
     tensor step with its gates computed in C."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=23, layers=3, hidden=40)).eval()
-    assert_step_matches_fused(model, lambda m, b: LSTMStep(m, b, native.library()), batch, threads)
+    assert_step_matches_fused(model, lambda m, b: LSTMStep(m, b, library), batch, threads)
 
 
-@needs_library
-def test_native_step_saturates_without_overflow():
+def test_native_step_saturates_without_overflow(library):
     """Gate inputs far outside exp's float range give the limits of sigmoid and tanh, not NaN."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=16, layers=2, hidden=16)).eval()
@@ -62,14 +68,13 @@ def test_native_step_saturates_without_overflow():
             p.mul_(1e4)
         ids = torch.randint(0, 16, (1, 20))
         ref, _ = model(ids, model.initial_state(1))
-        step = NativeLSTMStep(model, native.library())
+        step = NativeLSTMStep(model, library)
         got = torch.stack([step.step([int(i)]).clone() for i in ids[0]], 1)
     assert torch.isfinite(got).all()
     assert torch.allclose(got, ref, atol=1e-4)
 
 
-@needs_library
-def test_step_cell_takes_the_c_step_where_it_applies(monkeypatch):
+def test_step_cell_takes_the_c_step_where_it_applies(library, monkeypatch):
     lstm = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
     assert isinstance(step_cell(lstm, 1), NativeLSTMStep)
     assert isinstance(step_cell(lstm, 4), LSTMStep)  # several streams: eager, batched
@@ -82,11 +87,10 @@ def test_step_cell_takes_the_c_step_where_it_applies(monkeypatch):
         native.library.cache_clear()
 
 
-@needs_library
 @pytest.mark.parametrize("options", [SamplingOptions(temperature=0.8), SamplingOptions(temperature=1e-30),
                                      SamplingOptions(temperature=0), SamplingOptions(top_k=4),
                                      SamplingOptions(top_p=0.8)], ids=repr)
-def test_c_and_eager_steps_write_the_same_text(monkeypatch, options):
+def test_c_and_eager_steps_write_the_same_text(library, monkeypatch, options):
     """Same seed, same text, with or without the C library: one stream (where the C step
     also draws at a plain temperature) and three (tensor step, gates in C or not); the draws
     see logits that agree to 1e-7, far inside the gaps between their noisy scores."""
@@ -114,7 +118,7 @@ def test_build_is_cached_and_a_damaged_build_is_replaced(fresh_library, tmp_path
     built again in its place. (Each case uses its own folder: a process never loads the
     same path twice, and a loaded library must not be overwritten under it.)"""
     if native.library() is None:
-        pytest.skip("no C compiler with OpenMP here to build charrnn/lstm_step.c")
+        pytest.skip(NO_LIBRARY)
     [built] = fresh_library.glob("lstm_step-*.so")
 
     def cached_copy(name: str, content: bytes) -> Path:
@@ -149,7 +153,7 @@ def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
             monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "writable"))
             native.library.cache_clear()
             assert native.library() is None, "builds into a writable cache but not privately"
-            pytest.skip("no C compiler with OpenMP here to build charrnn/lstm_step.c")
+            pytest.skip(NO_LIBRARY)
         assert blocker.read_text() == "a file where the cache folder would go"
     finally:
         native.library.cache_clear()
