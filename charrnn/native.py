@@ -28,6 +28,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 from .fileio import atomic_path
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
@@ -41,6 +43,12 @@ COMPILE_TIMEOUT_S = 120
 
 def enabled() -> bool:
     return os.environ.get(ENABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def threads(work_items: int) -> int:
+    """OpenMP threads for a C call that splits `work_items` ways: torch's intra-op setting
+    (the same libgomp pool when GCC built the library), never more than the items."""
+    return max(1, min(torch.get_num_threads(), work_items))
 
 
 def cache_folder() -> Path:

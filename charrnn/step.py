@@ -54,6 +54,23 @@ def _gates_ifog(weight: torch.Tensor, hidden: int) -> torch.Tensor:
     return torch.cat([i, f, o, g], 0)
 
 
+def _lstm_stepping_weights(model: CharRNN) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+    """What both LSTM steppers read, fp32, gates in (i, f, o, g) order: layer 0's table
+    [vocab, gates]; each layer's weights [gates, inputs] (layer 0: recurrent only, the
+    others [W_ih | W_hh] so that [input, h] is one product); each layer's summed biases
+    [gates] (None for layer 0, whose biases are in the table)."""
+    core, hidden = model.core, model.config.hidden
+    table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()
+    weights = [_gates_ifog(core.weight_hh_l0.float(), hidden)]
+    biases: list[torch.Tensor | None] = [None]
+    for layer in range(1, model.config.layers):
+        both = torch.cat([getattr(core, f"weight_ih_l{layer}"), getattr(core, f"weight_hh_l{layer}")], 1)
+        weights.append(_gates_ifog(both.float(), hidden))
+        bias = getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")
+        biases.append(_gates_ifog(bias.float(), hidden))
+    return table, weights, biases
+
+
 class LSTMStep:
     """An LSTM stepped one character at a time; holds the state of `batch` streams."""
 
@@ -65,23 +82,17 @@ class LSTMStep:
         # Splitting pays only when one thread cannot saturate memory: a single stream.
         self.split = 2 if batch == 1 and torch.get_num_threads() > 1 else 1
         self.batch, self.layers, self.hidden = batch, layers, hidden
-        core = model.core
 
         def stacked(weight: torch.Tensor) -> torch.Tensor:  # [gates, in] -> [split, in, gates/split]
-            w = _gates_ifog(weight.float(), hidden).t()
+            w = weight.t()
             return w.reshape(w.size(0), self.split, width // self.split).permute(1, 0, 2).contiguous()
 
         with torch.no_grad():
-            self.table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()  # [vocab, gates]
+            self.table, weights, biases = _lstm_stepping_weights(model)
             # One view per character, indexed in Python: no tensor operation per character.
             self.table_rows = list(self.table.view(-1, self.split, 1, width // self.split).unbind(0))
-            self.weights = [stacked(core.weight_hh_l0)]
-            self.biases: list[torch.Tensor | None] = [None]
-            for layer in range(1, layers):
-                both = torch.cat([getattr(core, f"weight_ih_l{layer}"), getattr(core, f"weight_hh_l{layer}")], 1)
-                self.weights.append(stacked(both))
-                bias = getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")
-                self.biases.append(_gates_ifog(bias.float(), hidden).view(self.split, 1, width // self.split))
+            self.weights = [stacked(w) for w in weights]
+            self.biases = [b if b is None else b.view(self.split, 1, width // self.split) for b in biases]
             self.head_w = model.head.weight.float().t().contiguous()
             self.head_b = model.head.bias.float().clone()
 
@@ -114,7 +125,7 @@ class LSTMStep:
         self.gates_call = None if library is None else library.charrnn_lstm_gates
         if self.gates_call is not None:
             # The gates buffer is contiguous [batch, 4H] when viewed flat; c and h rows as laid out above.
-            self.gates_args = [(batch, hidden, max(1, min(torch.get_num_threads(), batch)), self.gates.data_ptr(),
+            self.gates_args = [(batch, hidden, native.threads(batch), self.gates.data_ptr(),
                                 self.cells[layer].data_ptr(), self.outputs[layer].data_ptr(), layers * hidden)
                                for layer in range(layers)]
 
@@ -163,20 +174,14 @@ class NativeLSTMStep:
             raise ValueError(f"the C step needs hidden to be a multiple of {native.BLOCK}")
         self.layers, self.hidden = layers, hidden
         padded_vocab = -(-vocab // native.BLOCK) * native.BLOCK
-        core = model.core
 
         def packed(weight: torch.Tensor) -> torch.Tensor:  # [4H, in] -> [H/BLOCK, in, 4, BLOCK]
-            w = _gates_ifog(weight.float(), hidden)
-            return w.view(4, hidden // native.BLOCK, native.BLOCK, -1).permute(1, 3, 0, 2).contiguous()
+            return weight.view(4, hidden // native.BLOCK, native.BLOCK, -1).permute(1, 3, 0, 2).contiguous()
 
         with torch.no_grad():
-            self.table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()  # [vocab, gates]
-            self.weights = [packed(core.weight_hh_l0)] + [
-                packed(torch.cat([getattr(core, f"weight_ih_l{layer}"), getattr(core, f"weight_hh_l{layer}")], 1))
-                for layer in range(1, layers)]
-            self.biases = [torch.zeros(0)] + [
-                _gates_ifog((getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")).float(),
-                            hidden).contiguous() for layer in range(1, layers)]
+            self.table, weights, biases = _lstm_stepping_weights(model)
+            self.weights = [packed(w) for w in weights]
+            self.biases = [torch.zeros(0) if b is None else b for b in biases]  # the C step never reads entry 0
             head_w = torch.zeros(padded_vocab, hidden)
             head_w[:vocab] = model.head.weight.float()
             self.head_w = head_w.view(-1, native.BLOCK, hidden).transpose(1, 2).contiguous()
@@ -192,7 +197,7 @@ class NativeLSTMStep:
         self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
         self.native_model = native.Model(
             layers=layers, hidden=hidden, vocab=vocab, padded_vocab=padded_vocab,
-            threads=max(1, min(torch.get_num_threads(), hidden // native.BLOCK)),
+            threads=native.threads(hidden // native.BLOCK),
             table=self.table.data_ptr(), weights=self.weight_ptrs, biases=self.bias_ptrs,
             head_w=self.head_w.data_ptr(), head_b=self.head_b.data_ptr(),
             h=(ctypes.c_void_p * 2)(self.h[0].data_ptr(), self.h[1].data_ptr()),
