@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -68,10 +69,13 @@ def main() -> None:
         "steps": info["step"], "train_wall_s": round(wall, 1),
         "model": f"{info['cell']} {info['layers']}x{info['hidden']}", "parameters": info["parameters"],
     }
+    # Options a trial set through click's environment variables (CHARRNN_TRAIN_WEIGHT_DROP=0.2 ...)
+    # are part of the result; the README's figure must have none.
+    overrides = {k: v for k, v in sorted(os.environ.items()) if k.startswith("CHARRNN_TRAIN_")}
     print_table([row], ["budget", "model", "steps", "train_wall_s", "val_loss", "val_loss_single_stream", "val_bpc"])
     print("\nsample at --temp 0.8:\n" + sample)
     write_json(f"quality-{args.time}-{row['device']}.json",
-               {**row, "sample": sample, "metrics": metrics, "train_args": "defaults"}, args.json_out)
+               {**row, "sample": sample, "metrics": metrics, "train_args": overrides or "defaults"}, args.json_out)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--weight-drop", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="DropConnect on the recurrent weights.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Parallel streams.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT window, chars.")
 @click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=3e-3, show_default=True,
@@ -127,6 +129,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
               help="Final learning rate as a fraction of the peak.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.1, show_default=True)
+@click.option("--ema-decay", type=FiniteFloatRange(0, 1, max_open=True), default=0.995, show_default=True,
+              help="Also validate a moving average of the weights, and save it when it scores lower (0: off).")
 @click.option("--grad-clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
 @click.option("--val-frac", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
 @click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")

@@ -8,10 +8,12 @@ steps the same weights one character at a time (step.py).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 CELLS = ("lstm", "gru", "rnn")
@@ -28,6 +30,10 @@ class ModelConfig:
     layers: int = 2
     hidden: int = 256
     dropout: float = 0.1
+    # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop): one mask per
+    # training step, shared by every time step of the window, so it regularises the
+    # recurrence itself, which the dropout between layers does not touch.
+    weight_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -36,6 +42,8 @@ class ModelConfig:
             raise ValueError("vocab_size, layers and hidden must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise ValueError("weight_drop must be in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +64,7 @@ class CharRNN(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
+        self.recurrent_weights = [f"weight_hh_l{k}" for k in range(config.layers)]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -69,13 +78,28 @@ class CharRNN(nn.Module):
         """ids [batch, time] -> logits [batch, time, vocab], new state."""
         x = self.embed(ids)
         if state is None:
-            out, new = self.core(x)
+            args: tuple = (x,)
         elif self.config.cell == "lstm":
-            out, new = self.core(x, (state[0], state[1]))
+            args = (x, (state[0], state[1]))
         else:
-            out, new = self.core(x, state[0])
+            args = (x, state[0])
+        if self.training and self.config.weight_drop > 0:
+            out, new = self._core_with_dropped_weights(args)
+        else:
+            out, new = self.core(*args)
         new_state = tuple(new) if isinstance(new, tuple) else (new,)
         return self.head(self.drop(out)), new_state
+
+    def _core_with_dropped_weights(self, args: tuple) -> tuple:
+        # The masked matrices stand in for the parameters for this one call; gradients flow
+        # through the mask to the parameters, and evaluation uses the parameters themselves
+        # (inverted dropout keeps their expectation).
+        dropped = {name: F.dropout(getattr(self.core, name), self.config.weight_drop)
+                   for name in self.recurrent_weights}
+        with warnings.catch_warnings():
+            # cuDNN copies weights that are not in its flat buffer, which is the point here.
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return functional_call(self.core, dropped, args)
 
 
 def detach_state(state: State) -> State:

@@ -144,6 +144,7 @@ def describe(checkpoint_path: str) -> dict:
         "layers": config.layers,
         "hidden": config.hidden,
         "dropout": config.dropout,
+        "weight_drop": config.weight_drop,
         "parameters": ckpt.model.num_parameters(),
         "vocab_size": config.vocab_size,
         "vocab": escape_chars(ckpt.vocab.chars),

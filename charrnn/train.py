@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
+from .average import WeightAverage
 from .data import StreamBatcher, min_train_length, split
 from .distributed import World
 from .errors import CharrnnError, TrainingDiverged
@@ -38,6 +39,9 @@ class TrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    # Validation and checkpoints use an exponential moving average of the weights; 0 uses
+    # the trained weights themselves.
+    ema_decay: float = 0.995
     val_frac: float = 0.1
     max_epochs: float | None = None
     max_steps: int | None = None
@@ -58,9 +62,13 @@ class TrainConfig:
 # Options that define a run: on --resume they come from the checkpoint, and giving a
 # different value is an error rather than a silent mismatch.
 FIXED_ON_RESUME = (
-    "cell", "layers", "hidden", "dropout", "batch_size", "seq_len", "val_frac", "lr",
-    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "seed",
+    "cell", "layers", "hidden", "dropout", "weight_drop", "batch_size", "seq_len", "val_frac", "lr",
+    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "seed",
 )
+
+
+# Options newer than some checkpoints, with the value those checkpoints' runs had.
+OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0}
 
 
 def merge_resume_options(stored: dict, given: dict, explicit: set[str]) -> dict:
@@ -68,15 +76,15 @@ def merge_resume_options(stored: dict, given: dict, explicit: set[str]) -> dict:
 
     Raises CharrnnError if an explicitly given option that defines the run differs.
     """
-    merged = dict(stored)
+    merged = {**OPTIONS_ADDED_LATER, **stored}
     for name, value in given.items():
         if name not in explicit:
             merged.setdefault(name, value)
             continue
-        if name in FIXED_ON_RESUME and name in stored and stored[name] != value:
+        if name in FIXED_ON_RESUME and name in merged and merged[name] != value:
             flag = "--" + name.replace("_", "-")
             raise CharrnnError(
-                f"{flag} {value} differs from the checkpoint's {stored[name]}; drop {flag} to resume, "
+                f"{flag} {value} differs from the checkpoint's {merged[name]}; drop {flag} to resume, "
                 f"or train into another --checkpoint-dir"
             )
         merged[name] = value
@@ -131,6 +139,11 @@ class Trainer:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
+        # Follows the trained weights step by step. Validation scores both; checkpoints hand
+        # `sample` and `eval` whichever scored lower last (the average lags while the loss
+        # still falls fast, and wins once it is the steps' noise that dominates).
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.use_average = False
         self.checkpoint_dir = Path(checkpoint_dir)
         self.options = options
         self.corpus = corpus
@@ -193,13 +206,24 @@ class Trainer:
     def done(self) -> bool:
         return self.progress_fraction() >= 1.0
 
+    @property
+    def output_model(self) -> CharRNN:
+        """The weights that `sample` and `eval` get: the average once it validates better."""
+        return self.average.model if self.average is not None and self.use_average else self.model
+
     # ---- checkpoints ---------------------------------------------------------------
     def _payload(self) -> dict:
         pos = self.batcher.position
+        # "model" is for use; resuming also needs the other set of weights, stored once.
+        other = {}
+        if self.average is not None:
+            other = ({"trained_model": self.model.state_dict()} if self.use_average
+                     else {"averaged_model": self.average.model.state_dict()})
         return {
             "model_config": self.model.config.to_dict(),
             "vocab": self.vocab.chars,
-            "model": self.model.state_dict(),
+            "model": self.output_model.state_dict(),
+            **other,
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate()},
             "step": self.step,
@@ -216,6 +240,13 @@ class Trainer:
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         d = ckpt.data
         try:
+            if self.average is not None:
+                # The session built both from "model"; one of them takes the stored other set.
+                self.use_average = "trained_model" in d
+                if self.use_average:
+                    self.model.load_state_dict(d["trained_model"])
+                else:
+                    self.average.model.load_state_dict(d["averaged_model"])
             self.optimizer.load_state_dict(d["optimizer"])
             self.step = int(d["step"])
             self.elapsed = float(d["elapsed"])
@@ -252,11 +283,20 @@ class Trainer:
         if best:
             checkpoint.save(self.checkpoint_dir / checkpoint.BEST, payload)
 
-    def validate(self) -> float:
+    def _validation_loss(self, model: CharRNN) -> float:
         world = self.world
         streams = max(DEFAULT_STREAMS, world.size)
-        return evaluate(self.model, self.val_tokens, self.device, streams=streams,
+        return evaluate(model, self.val_tokens, self.device, streams=streams,
                         shard=(world.rank, world.size), reduce=world.sum).loss
+
+    def validate(self) -> dict[str, float]:
+        """Validation losses, "val_loss" being that of the weights checkpoints now hold."""
+        trained = self._validation_loss(self.model)
+        if self.average is None:
+            return {"val_loss": trained}
+        averaged = self._validation_loss(self.average.model)
+        self.use_average = averaged < trained
+        return {"val_loss": min(trained, averaged), "val_loss_trained": trained, "val_loss_averaged": averaged}
 
     # ---- the loop ------------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -280,6 +320,8 @@ class Trainer:
         optimizer.step()
         self.state = detach_state(state)
         self.step += 1
+        if self.average is not None:
+            self.average.update(model, self.step)
         return loss.detach()
 
     def run(self) -> TrainResult:
@@ -317,7 +359,8 @@ class Trainer:
                 window_start, window_chars = now, 0
             improved = False
             if evaluating:
-                val_loss = self.validate()
+                val_losses = self.validate()
+                val_loss = val_losses["val_loss"]
                 # Weights just short of overflow pass the check above yet give NaN outputs;
                 # saving them would replace the last good latest.pt with a dead model.
                 self._check_finite(val_loss)
@@ -330,6 +373,7 @@ class Trainer:
                     "train_loss": train_loss,
                     "val_loss": val_loss,
                     "val_bpc": val_loss / math.log(2),
+                    **{k: v for k, v in val_losses.items() if k != "val_loss"},
                     "elapsed": round(self.elapsed, 2),
                     "chars_per_s": round(chars_per_s or 0.0, 1),
                 })

@@ -34,8 +34,17 @@ def test_tiny_model_learns_well_below_uniform(tmp_path):
     assert (tmp_path / "latest.pt").exists() and (tmp_path / "best.pt").exists()
 
 
-def test_resumed_run_matches_uninterrupted(tmp_path):
-    """Stop at step 20 (as a signal would), resume, and land on the very same weights."""
+@pytest.mark.parametrize("winner", [None, "trained", "averaged"])
+def test_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, winner):
+    """Stop at step 20 (as a signal would), resume, and land on the very same weights.
+
+    `winner` forces which weights validate better (None: whichever really does), so resuming
+    is checked with either set in the checkpoint's "model" and the other stored beside it.
+    """
+    if winner is not None:
+        def rigged(self, model):
+            return 1.0 if (model is self.average.model) == (winner == "averaged") else 2.0
+        monkeypatch.setattr(Trainer, "_validation_loss", rigged)
     whole = make_trainer(tmp_path / "whole")
     whole.run()
 
@@ -50,14 +59,44 @@ def test_resumed_run_matches_uninterrupted(tmp_path):
 
     first.optimizer.step = step_then_stop
     assert first.run().stopped_by_signal == 2 and first.step == 20
+    saved = checkpoint.load(tmp_path / "split" / "latest.pt")
+    if winner is not None:
+        assert first.use_average == (winner == "averaged")
+    for a, b in zip(saved.model.parameters(), first.output_model.parameters()):
+        assert torch.equal(a, b)
 
-    resumed = make_trainer(tmp_path / "split", resume=checkpoint.load(tmp_path / "split" / "latest.pt"))
+    resumed = make_trainer(tmp_path / "split", resume=saved)
     assert resumed.step == 20
     resumed.run()
     assert resumed.step == whole.step == 40
-    assert [m["val_loss"] for m in resumed.metrics] == [m["val_loss"] for m in whole.metrics]
-    for a, b in zip(resumed.model.parameters(), whole.model.parameters()):
+    def losses(trainer):
+        return [{k: v for k, v in m.items() if k not in ("elapsed", "chars_per_s")} for m in trainer.metrics]
+
+    assert losses(resumed) == losses(whole)
+    assert resumed.use_average == whole.use_average
+    for trainer in (resumed, whole):
+        assert not torch.equal(trainer.model.head.weight, trainer.average.model.head.weight)
+    for a, b in zip([*resumed.model.parameters(), *resumed.average.model.parameters()],
+                    [*whole.model.parameters(), *whole.average.model.parameters()]):
         assert torch.equal(a, b)
+
+
+def test_validation_scores_both_weight_sets_and_keeps_the_better(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=30, eval_every=10)
+    trainer.run()
+    for m in trainer.metrics:
+        assert m["val_loss"] == min(m["val_loss_trained"], m["val_loss_averaged"])
+    last = trainer.metrics[-1]
+    saved = checkpoint.load(tmp_path / "latest.pt")
+    kept = trainer.average.model if last["val_loss_averaged"] < last["val_loss_trained"] else trainer.model
+    for a, b in zip(saved.model.parameters(), kept.parameters()):
+        assert torch.equal(a, b)
+    # Without an average there is one loss and one set of weights.
+    plain = make_trainer(tmp_path / "plain", max_steps=10, eval_every=10, ema_decay=0.0)
+    plain.run()
+    assert plain.average is None and "val_loss_trained" not in plain.metrics[0]
+    assert set(torch.load(tmp_path / "plain" / "latest.pt", weights_only=True)) & {"trained_model",
+                                                                                   "averaged_model"} == set()
 
 
 def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
@@ -85,10 +124,20 @@ def test_resume_options_keep_the_run_and_reject_changes():
     stored = {"hidden": 256, "lr": 2e-3, "max_steps": 100, "eval_every": 250}
     given = {"hidden": 512, "lr": 2e-3, "max_steps": 500, "eval_every": 100}
     merged = merge_resume_options(stored, given, explicit={"max_steps"})
-    assert merged == {"hidden": 256, "lr": 2e-3, "max_steps": 500, "eval_every": 250}
+    assert merged == {"hidden": 256, "lr": 2e-3, "max_steps": 500, "eval_every": 250, "weight_drop": 0.0,
+                      "ema_decay": 0.0}
     assert merge_resume_options(stored, given, explicit={"lr"})["lr"] == 2e-3
     with pytest.raises(CharrnnError, match="--hidden 512 differs"):
         merge_resume_options(stored, given, explicit={"hidden"})
+
+
+def test_checkpoints_older_than_an_option_resume_with_the_value_their_run_had():
+    # A checkpoint written before --weight-drop existed was trained without it, whatever
+    # today's default is; asking for weight drop on resume would change the run.
+    stored = {"hidden": 256, "dropout": 0.1}
+    assert merge_resume_options(stored, {"weight_drop": 0.25}, explicit=set())["weight_drop"] == 0.0
+    with pytest.raises(CharrnnError, match="--weight-drop 0.25 differs from the checkpoint's 0.0"):
+        merge_resume_options(stored, {"weight_drop": 0.25}, explicit={"weight_drop"})
 
 
 def test_too_short_corpus_is_a_clear_error(tmp_path):

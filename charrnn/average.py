@@ -1,0 +1,37 @@
+"""An exponential moving average of a model's weights, which is what gets evaluated and saved.
+
+Late in a run, each optimiser step still moves the weights by its own noise; averaging the
+last few hundred steps' weights removes much of it. On tiny-shakespeare (2-core CPU, 10
+minutes, one paired run) the average with decay 0.995 scored 0.005 nats below the trained
+weights it trailed (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .model import CharRNN
+
+
+class WeightAverage:
+    def __init__(self, model: CharRNN, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError("decay must be in (0, 1)")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def decay_at(self, step: int) -> float:
+        # A fixed decay of 0.995 would still hold 55 % of the random initial weights after
+        # 120 steps. Early on, the average spans about a tenth of the steps taken so far
+        # (TensorFlow's ExponentialMovingAverage with num_updates), reaching `decay` at step
+        # 1,790 for 0.995.
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, trained: CharRNN, step: int) -> None:
+        """Moves each averaged weight a (1 - decay) part of the way to the trained one."""
+        weight_of_new = 1.0 - self.decay_at(step)
+        for averaged, weight in zip(self.model.parameters(), trained.parameters(), strict=True):
+            averaged.lerp_(weight.detach(), weight_of_new)
