@@ -34,7 +34,15 @@ def main() -> None:
 
     quality = load("quality-10m-auto.json")
     if quality:
-        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", f"{quality['val_loss']:.4f}",
+        last = (quality.get("metrics") or [{}])[-1]
+        measured = f"{quality['val_loss']:.4f} after {quality['steps']:,} steps"
+        if "val_loss_trained" in last:
+            kept = "weight average" if last["val_loss_averaged"] < last["val_loss_trained"] else "trained weights"
+            measured += (f" ({kept}; trained weights {last['val_loss_trained']:.4f}, "
+                         f"average {last['val_loss_averaged']:.4f} at the last validation)")
+        if quality.get("train_args", "defaults") != "defaults":
+            measured += f", **not the defaults**: {quality['train_args']}"
+        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", measured,
                      verdict(quality["val_loss"], 1.45, True), quality["date"],
                      quality.get("device_name") or f"CPU, {quality['cpu_count']} cores (torch {quality['torch']})",
                      "`python bench/quality.py --time 10m`"))

@@ -3,8 +3,9 @@
 Training: charrnn's own Trainer.train_step against
   - plain loop:    nn.Embedding + fused nn.LSTM + nn.Linear, AdamW, clipping, no framework;
   - per-step loop: nn.LSTM called once per character (how char-rnn.pytorch trains).
-Same model size, batch, sequence length, optimiser and clipping; timed alternately in one
-process after warm-up; the median of the rounds is reported.
+Same model size, batch, sequence length, optimiser and clipping; after warm-up, one step of
+each loop in turn, in one process; chars/s are from the median step time, and the ratios are
+medians of the ratios of steps timed side by side.
 
 Ceilings, measured here rather than assumed: the matrix products of a training step are
 counted (forward, plus twice that for the backward pass), and this device's matrix-product
@@ -134,24 +135,33 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     def charrnn_step(x, y):
         trainer.train_step(x, y)
 
-    runners = {"charrnn": (charrnn_step, steps)}
-    for name, per_step, n in (("plain", False, steps), ("per-step", True, per_step_steps)):
+    runners = {"charrnn": charrnn_step}
+    for name, per_step in (("plain", False), ("per-step", True)):
         model = PlainModel(layers, hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-        runners[name] = (plain_step_fn(model, opt, device, per_step), n)
-    for fn, _ in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
+        runners[name] = plain_step_fn(model, opt, device, per_step)
+    for fn in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
         fn(x, y)
         fn(x, y)
-    rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):  # alternate, so drift in machine speed hits every loop alike
-        for name, (fn, n) in runners.items():
-            seconds = timed(lambda: [fn(x, y) for _ in range(n)], device)
-            rates[name].append(batch * seq * n / seconds)
-    c, p, s = (median(rates[k]) for k in ("charrnn", "plain", "per-step"))
+    # One step of each loop in turn, so that each ratio compares steps taken seconds apart:
+    # this VM's speed drifts by more than the differences measured, within a round too.
+    # The per-step loop, many times slower, takes one step per round.
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    vs_plain, vs_per_step = [], []
+    for _ in range(rounds):
+        for i in range(steps):
+            names = [n for n in runners if n != "per-step" or i < per_step_steps]
+            taken = {n: timed(lambda fn=runners[n]: fn(x, y), device) for n in names}
+            for n, t in taken.items():
+                seconds[n].append(t)
+            vs_plain.append(taken["plain"] / taken["charrnn"])
+            if "per-step" in taken:
+                vs_per_step.append(taken["per-step"] / taken["charrnn"])
+    c, p, s = (batch * seq / median(seconds[k]) for k in ("charrnn", "plain", "per-step"))
     flops = train_flops_per_char(layers, hidden)
     return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "charrnn": c, "plain": p, "per_step": s,
-            "vs_plain": c / p, "vs_per_step": c / s, "gflops": c * flops / 1e9, "peak_gflops": peak / 1e9,
-            "of_peak": c * flops / peak, "ceiling_vs_per_step": peak / (s * flops)}
+            "vs_plain": median(vs_plain), "vs_per_step": median(vs_per_step), "gflops": c * flops / 1e9,
+            "peak_gflops": peak / 1e9, "of_peak": c * flops / peak, "ceiling_vs_per_step": peak / (s * flops)}
 
 
 def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: int) -> dict:
