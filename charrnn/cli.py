@@ -121,7 +121,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--weight-drop", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="DropConnect on the recurrent weights.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Parallel streams.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Parallel streams.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT window, chars.")
 @click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=3e-3, show_default=True,
               help="Peak learning rate.")
@@ -136,7 +136,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--eval-every", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Steps between validations.")
 @click.option("--eval-chars", type=click.IntRange(min=0), default=250_000, show_default=True,
               help="Validate on at most this many characters of the split; 0 reads it all.")

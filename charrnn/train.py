@@ -32,7 +32,7 @@ DEFAULT_MAX_EPOCHS = 20.0
 class TrainConfig:
     # Defaults measured on a 2-core CPU with tiny-shakespeare (bench/quality.py): smaller
     # batches and windows give more updates in a time budget, which beat larger ones there.
-    batch_size: int = 32
+    batch_size: int = 16
     seq_len: int = 64
     lr: float = 3e-3
     min_lr_frac: float = 0.1
@@ -46,7 +46,7 @@ class TrainConfig:
     max_epochs: float | None = None
     max_steps: int | None = None
     max_time: float | None = None  # seconds
-    eval_every: int = 1000
+    eval_every: int = 2000
     # Validation during training reads at most this many characters from the start of the
     # validation split, so a gigabyte corpus does not stall on a 100 MB pass: 250,000 take
     # about 5 s with the default model on a 2-core CPU. `charrnn eval` scores a whole file.
