@@ -39,8 +39,8 @@ class TrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    # Validation and checkpoints use an exponential moving average of the weights; 0 uses
-    # the trained weights themselves.
+    # An exponential moving average of the weights is validated beside them, and checkpoints
+    # hold whichever scored lower; 0 keeps no average.
     ema_decay: float = 0.995
     val_frac: float = 0.1
     max_epochs: float | None = None
