@@ -148,9 +148,11 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     # The per-step loop, many times slower, takes one step per round.
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     vs_plain, vs_per_step = [], []
-    for _ in range(rounds):
+    for r in range(rounds):
         for i in range(steps):
             names = [n for n in runners if n != "per-step" or i < per_step_steps]
+            turn = (r * steps + i) % len(names)  # no loop always runs first
+            names = names[turn:] + names[:turn]
             taken = {n: timed(lambda fn=runners[n]: fn(x, y), device) for n in names}
             for n, t in taken.items():
                 seconds[n].append(t)
