@@ -117,3 +117,23 @@ def test_user_errors_are_one_line(tmp_path, corpus_file):
     # A failed start writes no checkpoint; the encoded corpus stays cached for the retry.
     assert not list((tmp_path / "c").glob("*.pt"))
     assert len(list((tmp_path / "c" / "cache").glob("*.tokens"))) == 1
+
+
+def test_train_defaults_are_the_configs_defaults():
+    # The CLI spells its defaults out (importing torch for them would slow every --help);
+    # a default tuned in one place and not the other would train a different model than
+    # the one the README and bench/ describe.
+    from dataclasses import MISSING, fields
+
+    from charrnn.model import ModelConfig
+    from charrnn.train import TrainConfig
+
+    options = {p.name: p.default for p in cli.commands["train"].params}
+    checked = []
+    for config in (ModelConfig, TrainConfig):
+        for field in fields(config):
+            # None: a stop option with no default, which click marks its own way.
+            if field.name in options and field.default not in (MISSING, None):
+                assert options[field.name] == field.default, field.name
+                checked.append(field.name)
+    assert {"hidden", "dropout", "batch_size", "seq_len", "lr", "ema_decay", "eval_every"} <= set(checked)
