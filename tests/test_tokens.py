@@ -127,7 +127,11 @@ def test_evaluation_streams_from_a_mapped_file_and_shards_add_up(tmp_path):
     parts = [evaluate(model, corpus.tokens, torch.device("cpu"), streams=5, burn_in=17, chunk=40, shard=(r, 3),
                       reduce=lambda t: t) for r in range(3)]
     total = sum(p.loss * p.chars for p in parts) / sum(p.chars for p in parts)
-    assert sum(p.chars for p in parts) == whole.chars and total == pytest.approx(whole.loss, abs=1e-9)
+    assert sum(p.chars for p in parts) == whole.chars
+    # A shard runs fewer streams per batch, and the CPU matmul kernels may split a smaller batch differently,
+    # so per-character float32 losses can differ in their last bits (1.4e-9 nats on average on
+    # an AVX-512 Xeon); the sum itself is exact, kept in float64.
+    assert total == pytest.approx(whole.loss, abs=1e-7)
 
 
 def test_an_unwritable_cache_is_a_one_line_error(tmp_path):
