@@ -7,7 +7,8 @@ Runs `charrnn train tinyshakespeare.txt --max-time T` with no other flags (only 
 and a scratch --checkpoint-dir when asked), then `charrnn eval` on the last 10% of the
 file (nanoGPT's validation split), in nats per character: once with the default 16 warm
 parallel streams and once as a single continuous stream, so their difference is on
-record. Also records a sample at --temp 0.8.
+record, and once more in fp32 where charrnn's own choice of precision is bf16 (CPUs with
+AMX, GPUs). Also records a sample at --temp 0.8.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
         figures = json.loads(charrnn("eval", str(val), "--checkpoint-dir", str(ckpt), "--json", *device_args).stdout)
         single = json.loads(charrnn("eval", str(val), "--checkpoint-dir", str(ckpt), "--json", "--streams", "1",
                                     *device_args).stdout)
+        full = json.loads(charrnn("eval", str(val), "--checkpoint-dir", str(ckpt), "--json", "--precision", "fp32",
+                                  *device_args).stdout)
         info = json.loads(charrnn("info", "--checkpoint-dir", str(ckpt), "--json").stdout)
         sample = charrnn("sample", "--checkpoint-dir", str(ckpt), "--temp", "0.8", "--length", "600",
                          "--seed", "0").stdout
@@ -65,14 +68,16 @@ def main() -> None:
     row = {
         "budget": args.time, "device": args.device or "auto",
         "device_name": device_name(pick_device(args.device or "auto")), "val_loss": figures["loss"],
-        "val_loss_single_stream": single["loss"], "val_bpc": figures["bpc"], "val_chars": figures["chars"],
-        "steps": info["step"], "train_wall_s": round(wall, 1),
+        "val_loss_single_stream": single["loss"], "eval_precision": figures["precision"],
+        "val_loss_fp32": full["loss"], "val_bpc": figures["bpc"], "val_chars": figures["chars"],
+        "steps": info["step"], "train_wall_s": round(wall, 1), "train_precision": info["precision"],
         "model": f"{info['cell']} {info['layers']}x{info['hidden']}", "parameters": info["parameters"],
     }
     # Options a trial set through click's environment variables (CHARRNN_TRAIN_WEIGHT_DROP=0.2 ...)
     # are part of the result; the README's figure must have none.
     overrides = {k: v for k, v in sorted(os.environ.items()) if k.startswith("CHARRNN_TRAIN_")}
-    print_table([row], ["budget", "model", "steps", "train_wall_s", "val_loss", "val_loss_single_stream", "val_bpc"])
+    print_table([row], ["budget", "model", "steps", "train_wall_s", "val_loss", "val_loss_single_stream",
+                        "eval_precision", "val_loss_fp32", "val_bpc"])
     print("\nsample at --temp 0.8:\n" + sample)
     write_json(f"quality-{args.time}-{row['device']}.json",
                {**row, "sample": sample, "metrics": metrics, "train_args": overrides or "defaults"}, args.json_out)

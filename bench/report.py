@@ -36,6 +36,10 @@ def main() -> None:
     if quality:
         last = (quality.get("metrics") or [{}])[-1]
         measured = f"{quality['val_loss']:.4f} after {quality['steps']:,} steps"
+        if "train_precision" in quality:
+            measured += (f", {quality['train_precision']} training and evaluation"
+                         f" (evaluated in fp32: {quality['val_loss_fp32']:.4f})"
+                         if quality["eval_precision"] != "fp32" else ", fp32")
         if "val_loss_trained" in last:
             kept = "weight average" if last["val_loss_averaged"] < last["val_loss_trained"] else "trained weights"
             measured += (f" ({kept}; trained weights {last['val_loss_trained']:.4f}, "
@@ -58,7 +62,7 @@ def main() -> None:
             continue
         cmd = "`python bench/speed.py`" + (" --device cuda" if device == "cuda" else "")
         for r in data["training"]:
-            where = f"{r['size']}, batch {r['batch']}×{r['seq']}"
+            where = f"{r['size']}, batch {r['batch']}×{r['seq']}, {r.get('precision', 'fp32')} (all loops)"
             rows.append((f"training vs plain loop, {where}", "≥ 0.95×",
                          f"{r['vs_plain']:.2f}× ({r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
                          verdict(r["vs_plain"], 0.95), data["date"], data["device"], cmd))

@@ -3,7 +3,9 @@
 Training: charrnn's own Trainer.train_step against
   - plain loop:    nn.Embedding + fused nn.LSTM + nn.Linear, AdamW, clipping, no framework;
   - per-step loop: nn.LSTM called once per character (how char-rnn.pytorch trains).
-Same model size, batch, sequence length, optimiser and clipping; after warm-up, one step of
+Same model size, batch, sequence length, optimiser, clipping and precision (charrnn's choice
+for the device, --precision to override: bf16 autocast on CUDA GPUs and on CPUs with AMX,
+fp32 elsewhere); after warm-up, one step of
 each loop in turn, in one process; chars/s are from the median step time, and the ratios are
 medians of the ratios of steps timed side by side.
 
@@ -18,7 +20,8 @@ Sampling: charrnn's Sampler (hand-written step, step.py) for 1 and 64 streams ag
 that calls nn.LSTM once per character (what char-rnn, torch-rnn and char-rnn.pytorch do).
 
     python bench/speed.py                     # CPU sizes
-    python bench/speed.py --device cuda       # adds batch 256 and bf16 autocast
+    python bench/speed.py --precision fp32    # the same in full precision
+    python bench/speed.py --device cuda       # adds batch 256
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import device_name, median, print_table, timed, write_json  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.runtime import autocast, pick_device  # noqa: E402
+from charrnn.runtime import PRECISIONS, autocast, pick_device, pick_precision, precision_label  # noqa: E402
 from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
 from charrnn.step import step_cell  # noqa: E402
 from charrnn.train import TrainConfig, Trainer  # noqa: E402
@@ -63,11 +66,11 @@ class PlainModel(nn.Module):
         return self.head(self.drop(out)), state
 
 
-def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
+def plain_step_fn(model: PlainModel, opt, device, per_step: bool, precision: torch.dtype | None):
     state = [None]
 
     def step(x, y):
-        with autocast(device):
+        with autocast(device, precision):
             if per_step:  # one nn.LSTM call per character
                 emb = model.embed(x)
                 st, outs = state[0], []
@@ -87,9 +90,9 @@ def plain_step_fn(model: PlainModel, opt, device, per_step: bool):
     return step
 
 
-def matmul_peak(device: torch.device, size: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of a large square product in the precision training uses on this device (best of reps)."""
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+def matmul_peak(device: torch.device, precision: torch.dtype | None, size: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large square product in the precision training uses (best of reps)."""
+    dtype = precision or torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
@@ -122,13 +125,13 @@ def step_bytes(model: CharRNN) -> int:
 
 
 def bench_training(layers: int, hidden: int, batch: int, seq: int, device, rounds: int, steps: int,
-                   per_step_steps: int, peak: float) -> dict:
+                   per_step_steps: int, peak: float, precision: torch.dtype | None) -> dict:
     torch.manual_seed(0)
     tokens = torch.randint(0, VOCAB, (batch * (seq + 1) * (steps + 4),), dtype=torch.uint8)
     vocab = Vocabulary(chr(32 + i) for i in range(VOCAB))
     config = TrainConfig(batch_size=batch, seq_len=seq, lr=LR, grad_clip=CLIP, val_frac=0.01, max_steps=10**9)
     trainer = Trainer(CharRNN(ModelConfig(VOCAB, layers=layers, hidden=hidden)), vocab, tokens, config, device,
-                      Path("/nonexistent"), {}, {})
+                      Path("/nonexistent"), {}, {}, precision=precision)
     x = torch.randint(0, VOCAB, (batch, seq), device=device)
     y = torch.randint(0, VOCAB, (batch, seq), device=device)
 
@@ -139,7 +142,7 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     for name, per_step in (("plain", False), ("per-step", True)):
         model = PlainModel(layers, hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-        runners[name] = plain_step_fn(model, opt, device, per_step)
+        runners[name] = plain_step_fn(model, opt, device, per_step, precision)
     for fn in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
         fn(x, y)
         fn(x, y)
@@ -161,7 +164,8 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
                 vs_per_step.append(taken["per-step"] / taken["charrnn"])
     c, p, s = (batch * seq / median(seconds[k]) for k in ("charrnn", "plain", "per-step"))
     flops = train_flops_per_char(layers, hidden)
-    return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "charrnn": c, "plain": p, "per_step": s,
+    return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "precision": precision_label(precision),
+            "charrnn": c, "plain": p, "per_step": s,
             "vs_plain": median(vs_plain), "vs_per_step": median(vs_per_step), "gflops": c * flops / 1e9,
             "peak_gflops": peak / 1e9, "of_peak": c * flops / peak, "ceiling_vs_per_step": peak / (s * flops)}
 
@@ -208,6 +212,8 @@ def bench_sampling(layers: int, hidden: int, streams: int, chars: int, rounds: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="autocast dtype of all three training loops (default: charrnn's choice for the device)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (fused loops)")
     parser.add_argument("--sample-chars", type=int, default=2000)
@@ -218,20 +224,21 @@ def main() -> None:
     parser.add_argument("--json-out")
     args = parser.parse_args()
     device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
 
     sizes = [] if args.sampling_only else [(2, 256, 64, 128), (3, 512, 64, 128)]
     if device.type == "cuda" and not args.sampling_only:
         sizes += [(2, 256, 256, 128), (3, 512, 256, 128)]
-    peak = matmul_peak(device)
+    peak = matmul_peak(device, precision)
     training = []
     for layers, hidden, batch, seq in sizes:
         training.append(bench_training(layers, hidden, batch, seq, device, args.rounds, args.steps,
-                                       per_step_steps=1, peak=peak))
+                                       per_step_steps=1, peak=peak, precision=precision))
         print(f"trained {training[-1]['size']} batch {batch}", file=sys.stderr)
     if training:
         print(f"\nTraining throughput, chars/s ({device_name(device)}):")
-        print_table(training, ["size", "batch", "seq", "charrnn", "plain", "per_step", "vs_plain", "vs_per_step",
-                           "gflops", "peak_gflops", "of_peak", "ceiling_vs_per_step"])
+        print_table(training, ["size", "batch", "seq", "precision", "charrnn", "plain", "per_step", "vs_plain",
+                               "vs_per_step", "gflops", "peak_gflops", "of_peak", "ceiling_vs_per_step"])
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
     cases = dict.fromkeys([(default_layers, default_hidden, 1), (2, 256, 1), (2, 256, 64)])

@@ -144,10 +144,13 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
               help="Steps between writes of latest.pt.")
 @click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that "
+                   "multiply it natively (AMX).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
-          encoding: str, device: str, quiet: bool, **options) -> None:
+          encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
     """Train a model on CORPUS (a text file, or - for stdin).
 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
@@ -171,7 +174,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
                                               click.core.ParameterSource.ENVIRONMENT)
     }
     code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit,
-                        Path(cache_dir) if cache_dir else None)
+                        Path(cache_dir) if cache_dir else None, precision)
     ctx.exit(code)
 
 
@@ -240,10 +243,13 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
               help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that "
+                   "multiply it natively (AMX).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, as_json,
-                 quiet) -> None:
+def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, precision,
+                 as_json, quiet) -> None:
     """Loss of FILE (or - for stdin) under a trained model: nats/char, bits/char, perplexity.
 
     \b
@@ -253,7 +259,8 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
     """
     from .session import run_eval
 
-    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device, quiet)
+    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device, quiet,
+                      precision)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -46,12 +46,14 @@ def evaluate(
     on_progress: Callable[[int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: torch.dtype | None = None,
 ) -> EvalResult:
     """Mean loss over every target of `tokens` (token 1 to the end), in nats per char.
 
     `tokens` may be memory-mapped: each chunk of the streams is gathered as it is needed,
     so memory does not grow with the text. With `shard=(rank, world)` this process runs
     every world-th stream and `reduce` (a sum across processes) combines the totals.
+    `precision` is the autocast dtype (runtime.pick_precision); None runs in full precision.
     """
     if len(tokens) < 2:
         raise ValueError("need at least two characters to evaluate")
@@ -62,7 +64,7 @@ def evaluate(
     model.eval()
     try:
         if spans:
-            _run_spans(model, tokens, spans, device, chunk, totals, on_progress)
+            _run_spans(model, tokens, spans, device, chunk, totals, on_progress, precision)
     finally:
         model.train(was_training)
     if reduce is not None:
@@ -72,7 +74,8 @@ def evaluate(
 
 
 def _run_spans(model: CharRNN, tokens: torch.Tensor, spans: list[tuple[int, int, int]], device: torch.device,
-               chunk: int, totals: torch.Tensor, on_progress: Callable[[int], None] | None) -> None:
+               chunk: int, totals: torch.Tensor, on_progress: Callable[[int], None] | None,
+               precision: torch.dtype | None) -> None:
     length = max(end - 1 - ctx for ctx, _, end in spans)
     state = model.initial_state(len(spans), device)
     for offset in range(0, length, chunk):
@@ -87,7 +90,7 @@ def _run_spans(model: CharRNN, tokens: torch.Tensor, spans: list[tuple[int, int,
                 x[row, : b - a] = as_ids(tokens[a:b])
                 y[row, : b - a] = as_ids(tokens[a + 1 : b + 1])
                 scored[row, max(0, score - 1 - a) : b - a] = True
-        with autocast(device):
+        with autocast(device, precision):
             logits, state = model(x.to(device), state)
         losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
                                  reduction="none")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import checkpoint, distributed, tokens
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, count_bar, format_duration, log
-from .runtime import pick_device, seed_everything
+from .runtime import pick_device, pick_precision, precision_label, seed_everything
 from .train import (
     DEFAULT_MAX_EPOCHS,
     Trainer,
@@ -22,7 +24,8 @@ from .vocab import escape_chars
 
 
 def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str, device_name: str,
-                 quiet: bool, options: dict, explicit: set[str], cache_dir: Path | None = None) -> int:
+                 quiet: bool, options: dict, explicit: set[str], cache_dir: Path | None = None,
+                 precision_name: str = "auto") -> int:
     """Trains (or resumes), returning the process exit code.
 
     Under torchrun this runs once per rank: rank 0 alone reports progress and writes
@@ -33,8 +36,9 @@ def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding:
         raise CharrnnError("torchrun workers cannot share standard input; give the corpus as a file")
     world, device = distributed.start(world, pick_device(device_name))
     try:
-        return _train(world, device, corpus_path, checkpoint_dir, resume, encoding, quiet or not world.is_main,
-                      options, explicit, cache_dir or checkpoint_dir / tokens.CACHE_FOLDER)
+        precision = pick_precision(precision_name, device)
+        return _train(world, device, precision, corpus_path, checkpoint_dir, resume, encoding,
+                      quiet or not world.is_main, options, explicit, cache_dir or checkpoint_dir / tokens.CACHE_FOLDER)
     finally:
         world.close()
 
@@ -50,8 +54,8 @@ def _prepare_corpus(world: distributed.World, corpus_path: str, encoding: str, c
     return corpus
 
 
-def _train(world: distributed.World, device, corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str,
-           quiet: bool, options: dict, explicit: set[str], cache_dir: Path) -> int:
+def _train(world: distributed.World, device, precision: torch.dtype | None, corpus_path: str, checkpoint_dir: Path,
+           resume: bool, encoding: str, quiet: bool, options: dict, explicit: set[str], cache_dir: Path) -> int:
     ckpt = None
     if resume:
         latest = checkpoint_dir / checkpoint.LATEST
@@ -89,11 +93,12 @@ def _train(world: distributed.World, device, corpus_path: str, checkpoint_dir: P
     seed_everything(config.seed)
     model = ckpt.build_model() if ckpt is not None else CharRNN(model_config)
     trainer = Trainer(model, vocab, corpus.tokens, config, device, checkpoint_dir, train_options(model_config, config),
-                      source, resume=ckpt, world=world)
+                      source, resume=ckpt, world=world, precision=precision)
     ranks = f" x {world.size} processes" if world.distributed else ""
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {len(corpus):,} chars, {len(vocab)} symbols, "
-        f"device {device.type}{ranks}" + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
+        f"device {device.type}{ranks}, {precision_label(precision)}"
+        + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
     log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
     trainer.progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
     try:
@@ -115,20 +120,23 @@ def _train(world: distributed.World, device, corpus_path: str, checkpoint_dir: P
 
 
 def run_eval(path: str, checkpoint_path: str, encoding: str, skip_unknown: bool, streams: int,
-             device_name: str, quiet: bool = False) -> dict:
+             device_name: str, quiet: bool = False, precision_name: str = "auto") -> dict:
     ckpt = checkpoint.load(checkpoint_path)
     device = pick_device(device_name)
+    precision = pick_precision(precision_name, device)
     ids, skipped = tokens.encode_for_model(path, encoding, ckpt.vocab, skip_unknown, quiet=quiet)
     if len(ids) < 2:
         raise CharrnnError("need at least two known characters to evaluate")
     with count_bar(len(ids) - 1, "evaluating", "char", quiet) as bar:
-        result = evaluate(ckpt.build_model(device), ids, device, streams=streams, on_progress=bar.update)
+        result = evaluate(ckpt.build_model(device), ids, device, streams=streams, on_progress=bar.update,
+                          precision=precision)
     return {
         "loss": result.loss,
         "bpc": result.bpc,
         "perplexity": result.perplexity,
         "chars": result.chars,
         "skipped": skipped,
+        "precision": precision_label(precision),
         "checkpoint": str(ckpt.path),
     }
 
@@ -151,6 +159,7 @@ def describe(checkpoint_path: str) -> dict:
         "step": d.get("step"),
         "best_val_loss": d.get("best_val_loss"),
         "training_time": format_duration(d.get("elapsed") or 0.0),
+        "precision": d.get("precision", "unrecorded"),
         "corpus_sha256": corpus.get("sha256"),
         "corpus_length": corpus.get("length"),
     }

@@ -20,7 +20,7 @@ from .errors import CharrnnError, TrainingDiverged
 from .evaluate import DEFAULT_STREAMS, evaluate
 from .model import CharRNN, ModelConfig, State, detach_state, loss_fn
 from .progress import TrainingProgress, format_duration
-from .runtime import autocast, rng_state, seed_everything, set_rng_state
+from .runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
 from .vocab import Vocabulary
 
 # Without any stop option, training runs this many epochs (char-rnn's default is 50,
@@ -121,9 +121,11 @@ class Trainer:
         progress: TrainingProgress | None = None,
         resume: checkpoint.Checkpoint | None = None,
         world: World | None = None,
+        precision: torch.dtype | None = None,
     ):
         self.config = config
         self.device = device
+        self.precision = precision  # the autocast dtype, None for full precision
         self.vocab = vocab
         self.world = world = world or World()
         self.model = model.to(device)
@@ -235,6 +237,7 @@ class Trainer:
             "train_args": self.options,
             "corpus": self.corpus,
             "elapsed": self.elapsed,
+            "precision": precision_label(self.precision),  # of the run that wrote it
         }
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -257,7 +260,7 @@ class Trainer:
             hidden = d["hidden"]
             same_shape = hidden is not None and tuple(hidden[0].shape[1:2]) == (self.config.batch_size,)
             rows = self.world.rows(self.config.batch_size)
-            self.state = tuple(h[:, rows].to(self.device) for h in hidden) if same_shape else None
+            self.state = tuple(h[:, rows].to(self.device, torch.float32) for h in hidden) if same_shape else None
             set_rng_state(d["rng"])
             if self.world.distributed:
                 # The checkpoint holds rank 0's generator; the others derive theirs afresh.
@@ -287,7 +290,7 @@ class Trainer:
         world = self.world
         streams = max(DEFAULT_STREAMS, world.size)
         return evaluate(model, self.val_tokens, self.device, streams=streams,
-                        shard=(world.rank, world.size), reduce=world.sum).loss
+                        shard=(world.rank, world.size), reduce=world.sum, precision=self.precision).loss
 
     def validate(self) -> dict[str, float]:
         """Validation losses, "val_loss" being that of the weights checkpoints now hold."""
@@ -310,7 +313,7 @@ class Trainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             logits, state = self.train_model(x, self.state)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -318,7 +321,8 @@ class Trainer:
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         optimizer.step()
-        self.state = detach_state(state)
+        # Kept in fp32 whatever the autocast dtype, so checkpoints resume under any precision.
+        self.state = tuple(s.float() for s in detach_state(state))
         self.step += 1
         if self.average is not None:
             self.average.update(model, self.step)

@@ -137,3 +137,25 @@ def test_train_defaults_are_the_configs_defaults():
                 assert options[field.name] == field.default, field.name
                 checked.append(field.name)
     assert {"hidden", "dropout", "batch_size", "seq_len", "lr", "ema_decay", "eval_every"} <= set(checked)
+
+
+def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):
+    from charrnn.runtime import PRECISIONS
+
+    for command in ("train", "eval"):
+        choices = next(p.type.choices for p in cli.commands[command].params if p.name == "precision")
+        assert tuple(choices) == PRECISIONS, command
+    ckpt = tmp_path / "ck"
+    trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "10", "--precision",
+                     "bf16", *TINY)
+    assert trained.exit_code == 0 and "device cpu, bf16" in trained.stderr, trained.output
+    resumed = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "20", "--resume",
+                     "--precision", "fp32")
+    assert resumed.exit_code == 0 and "device cpu, fp32" in resumed.stderr, resumed.output
+    assert json.loads(invoke("info", str(ckpt), "--json").stdout)["precision"] == "fp32"
+    figures = {p: json.loads(invoke("eval", str(corpus_file), "--checkpoint", str(ckpt), "--json", "-q",
+                                    "--precision", p).stdout) for p in ("fp32", "bf16")}
+    assert figures["fp32"]["precision"] == "fp32" and figures["bf16"]["precision"] == "bf16"
+    assert figures["bf16"]["loss"] == pytest.approx(figures["fp32"]["loss"], abs=0.02)
+    bad = invoke("eval", str(corpus_file), "--checkpoint", str(ckpt), "--precision", "fp16")
+    assert bad.exit_code == 2 and "fp16" in bad.stderr

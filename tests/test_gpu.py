@@ -33,7 +33,7 @@ def test_train_on_gpu_then_resume_sample_and_eval_on_cpu(tmp_path, corpus_file):
     gpu_eval = json.loads(runner.invoke(cli, ["eval", str(corpus_file), "--checkpoint-dir", str(ckpt), "--json",
                                               "--device", "cuda"]).stdout)
     cpu_eval = json.loads(runner.invoke(cli, ["eval", str(corpus_file), "--checkpoint-dir", str(ckpt), "--json",
-                                              "--device", "cpu"]).stdout)
+                                              "--device", "cpu", "--precision", "fp32"]).stdout)
     # bf16 autocast on the GPU: close to the float32 CPU figure, not equal.
     assert gpu_eval["loss"] == pytest.approx(cpu_eval["loss"], abs=0.05)
 
@@ -59,7 +59,7 @@ def test_two_gpu_nccl_run_matches_one_gpu(tmp_path):
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(make_corpus(20_000), encoding="utf-8")
-    on_gpus = [a if a != "cpu" else "cuda" for a in RUN]
+    on_gpus = [{"cpu": "cuda", "fp32": "auto"}.get(a, a) for a in RUN]
     torchrun(2, "train", str(corpus), "--checkpoint-dir", "two", "--max-steps", "12", *on_gpus, cwd=tmp_path)
     run_charrnn("train", str(corpus), "--checkpoint-dir", "one", "--max-steps", "12", *on_gpus, cwd=tmp_path)
     (two, _), (one, _) = final(tmp_path / "two"), final(tmp_path / "one")

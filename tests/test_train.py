@@ -5,6 +5,7 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.train import TrainConfig, Trainer, merge_resume_options, train_options
 from charrnn.vocab import Vocabulary
@@ -12,7 +13,7 @@ from charrnn.vocab import Vocabulary
 from .conftest import make_corpus
 
 
-def make_trainer(tmp_path, resume=None, **overrides):
+def make_trainer(tmp_path, resume=None, precision=None, **overrides):
     text = make_corpus(12_000)
     vocab = Vocabulary.from_text(text)
     settings = dict(batch_size=8, seq_len=32, lr=1e-2, max_steps=40, eval_every=10, save_every=10, seed=3)
@@ -22,7 +23,8 @@ def make_trainer(tmp_path, resume=None, **overrides):
     torch.manual_seed(config.seed)
     model = resume.build_model() if resume else CharRNN(model_config)
     return Trainer(model, vocab, vocab.encode(text), config, torch.device("cpu"), tmp_path,
-                   train_options(model_config, config), {"sha256": "x", "length": len(text)}, resume=resume)
+                   train_options(model_config, config), {"sha256": "x", "length": len(text)}, resume=resume,
+                   precision=precision)
 
 
 def test_tiny_model_learns_well_below_uniform(tmp_path):
@@ -118,6 +120,21 @@ def test_time_budget_drives_the_schedule(tmp_path):
     assert trainer.progress_fraction() == pytest.approx(0.5)
     trainer.elapsed = 61.0
     assert trainer.done()
+
+
+def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
+    """bf16 autocast on the CPU (what `auto` picks on AMX CPUs) learns like fp32, scores
+    within bf16's rounding of fp32, and leaves checkpoints that resume in either precision."""
+    trainer = make_trainer(tmp_path, precision=torch.bfloat16, max_steps=120, eval_every=40)
+    result = trainer.run()
+    assert result.best_val_loss < 0.55 * math.log(len(trainer.vocab))
+    assert all(s.dtype == torch.float32 for s in trainer.state)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    full = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"))
+    halved = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"), precision=torch.bfloat16)
+    assert halved.chars == full.chars and halved.loss == pytest.approx(full.loss, abs=0.02)
+    resumed = make_trainer(tmp_path, resume=checkpoint.load(tmp_path / "latest.pt"), max_steps=130, eval_every=40)
+    assert resumed.step == 120 and resumed.run().step == 130
 
 
 def test_resume_options_keep_the_run_and_reject_changes():
