@@ -39,8 +39,8 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `device` (None: full precision).
 
     'auto' takes bf16 where the hardware multiplies it natively: CUDA GPUs that support it,
-    and CPUs with AMX-BF16, where a bf16 training step ran 1.8-3x faster than fp32 at the
-    same validation loss (bench/README.md). Elsewhere bf16 is emulated, and slower.
+    and CPUs with AMX-BF16, where the default model took 1.7x fp32's steps in 10 minutes and
+    reached a lower validation loss (bench/README.md). Elsewhere bf16 is emulated, and slower.
     """
     if name not in PRECISIONS:
         raise CharrnnError(f"unknown precision {name!r}")
