@@ -114,6 +114,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--cache-dir", envvar=CACHE_DIR_ENV, type=click.Path(file_okay=False),
               help="Where encoded corpora are kept, by sha256. [default: CHECKPOINT_DIR/cache]")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint dir's latest.pt.")
+@click.option("--overwrite", is_flag=True,
+              help="Start a new run in a checkpoint dir that holds one, replacing its latest.pt and best.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
@@ -150,7 +152,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
-          encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
+          overwrite: bool, encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
     """Train a model on CORPUS (a text file, or - for stdin).
 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
@@ -174,18 +176,19 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
                                               click.core.ParameterSource.ENVIRONMENT)
     }
     code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit,
-                        Path(cache_dir) if cache_dir else None, precision)
+                        Path(cache_dir) if cache_dir else None, precision, overwrite)
     ctx.exit(code)
 
 
 # ---- sample -------------------------------------------------------------------------------
 @cli.command()
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_SAMPLE_CHECKPOINT",
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path(),
               help="Used when --checkpoint is not given.")
 @click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+              envvar="CHARRNN_SAMPLE_TEMP",
               help="Sampling temperature; 0 always takes the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely characters.")
 @click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True),
@@ -217,7 +220,11 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        prime = prime_file.read()
+        try:
+            prime = prime_file.read()
+        except UnicodeDecodeError as e:
+            raise click.BadParameter(f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                                     param_hint="--prime-file") from None
     if stop == "":
         raise click.BadParameter("must not be empty", param_hint="--stop")
     if prime == "":
@@ -234,7 +241,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 # ---- eval ---------------------------------------------------------------------------------
 @cli.command(name="eval")
 @click.argument("text_path", metavar="FILE", type=click.Path(allow_dash=True))
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_EVAL_CHECKPOINT",
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path())
@@ -246,7 +253,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that "
                    "multiply it natively (AMX).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_EVAL_JSON", help="Print one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, precision,
                  as_json, quiet) -> None:
@@ -255,7 +262,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
     \b
     Examples:
       charrnn eval held_out.txt
-      tail -c 100000 corpus.txt | charrnn eval - --json
+      tail -n 2000 corpus.txt | charrnn eval - --json
     """
     from .session import run_eval
 
@@ -274,7 +281,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
 @click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False, type=click.Path())
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_INFO_JSON", help="Print one JSON object.")
 def info(checkpoint_path, checkpoint_dir, as_json) -> None:
     """Describe a checkpoint: model, vocabulary, training progress, corpus.
 
@@ -295,6 +302,7 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
 
 def main() -> None:
     """Console entry point: click's handling, exit 130 on Ctrl-C, quiet when stdout's reader goes away."""
+    _reopen_closed_standard_streams()
     try:
         code = cli.main(prog_name="charrnn", standalone_mode=False)
         sys.stdout.flush()
@@ -305,13 +313,34 @@ def main() -> None:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_SIGNAL_BASE + 2)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        _exit_discarding_stdout()
+    except OSError as e:  # stdout on a full disk, a file that vanished mid-run, ...
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        _exit_discarding_stdout()
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _quiet_broken_pipe() -> None:
-    # The Python docs' recipe: point stdout at devnull so the interpreter's final flush
-    # does not raise again, then exit as a pipeline expects.
+def _reopen_closed_standard_streams() -> None:
+    # Started with `2>&-` or `>&-`, Python has None for the stream, and the next file opened
+    # (a checkpoint) would take the free descriptor, so that anything written to fd 2 would
+    # land in it. /dev/null takes the number instead; output written there is discarded.
+    # sys.stdin stays None, which reading a corpus from `-` reports as a closed stdin.
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            spare = os.open(os.devnull, os.O_RDONLY if mode == "r" else os.O_WRONLY)
+            if spare != fd:
+                os.dup2(spare, fd)
+                os.close(spare)
+            if name != "stdin":
+                setattr(sys, name, open(fd, mode, closefd=False))
+
+
+def _exit_discarding_stdout() -> None:
+    # The Python docs' recipe for a broken pipe: point stdout at devnull so the interpreter's
+    # final flush does not raise again, then exit as a pipeline expects.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     sys.exit(1)

@@ -78,4 +78,7 @@ def write_output(data: bytes, output: str) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        atomic_write_bytes(Path(output), data)
+        try:
+            atomic_write_bytes(Path(output), data)
+        except OSError as e:
+            raise CharrnnError(f"cannot write {output}: {e.strerror or e}") from None

@@ -25,7 +25,7 @@ from .vocab import escape_chars
 
 def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding: str, device_name: str,
                  quiet: bool, options: dict, explicit: set[str], cache_dir: Path | None = None,
-                 precision_name: str = "auto") -> int:
+                 precision_name: str = "auto", overwrite: bool = False) -> int:
     """Trains (or resumes), returning the process exit code.
 
     Under torchrun this runs once per rank: rank 0 alone reports progress and writes
@@ -37,7 +37,7 @@ def run_training(corpus_path: str, checkpoint_dir: Path, resume: bool, encoding:
     world, device = distributed.start(world, pick_device(device_name))
     try:
         precision = pick_precision(precision_name, device)
-        return _train(world, device, precision, corpus_path, checkpoint_dir, resume, encoding,
+        return _train(world, device, precision, corpus_path, checkpoint_dir, resume, overwrite, encoding,
                       quiet or not world.is_main, options, explicit, cache_dir or checkpoint_dir / tokens.CACHE_FOLDER)
     finally:
         world.close()
@@ -55,8 +55,16 @@ def _prepare_corpus(world: distributed.World, corpus_path: str, encoding: str, c
 
 
 def _train(world: distributed.World, device, precision: torch.dtype | None, corpus_path: str, checkpoint_dir: Path,
-           resume: bool, encoding: str, quiet: bool, options: dict, explicit: set[str], cache_dir: Path) -> int:
+           resume: bool, overwrite: bool, encoding: str, quiet: bool, options: dict, explicit: set[str],
+           cache_dir: Path) -> int:
     ckpt = None
+    # A new run replaces latest.pt at once and best.pt only at its first validation: in
+    # between, `sample` and `--resume` would take two different runs' weights.
+    held = [] if resume else [checkpoint_dir / n for n in (checkpoint.LATEST, checkpoint.BEST)
+                              if (checkpoint_dir / n).exists()]
+    if held and not overwrite:
+        raise CharrnnError(f"{checkpoint_dir} already holds a run ({', '.join(p.name for p in held)}): continue "
+                           f"it with --resume, start over with --overwrite, or use another --checkpoint-dir")
     if resume:
         latest = checkpoint_dir / checkpoint.LATEST
         if not latest.exists():
@@ -94,6 +102,9 @@ def _train(world: distributed.World, device, precision: torch.dtype | None, corp
     model = ckpt.build_model() if ckpt is not None else CharRNN(model_config)
     trainer = Trainer(model, vocab, corpus.tokens, config, device, checkpoint_dir, train_options(model_config, config),
                       source, resume=ckpt, world=world, precision=precision)
+    if world.is_main:
+        for path in held:  # --overwrite, once the new run has passed its checks
+            path.unlink(missing_ok=True)
     ranks = f" x {world.size} processes" if world.distributed else ""
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {len(corpus):,} chars, {len(vocab)} symbols, "

@@ -179,10 +179,7 @@ class StreamEncoder:
 
     def __init__(self, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
                  skip_unknown: bool = False):
-        try:
-            self.decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-        except LookupError:
-            raise CharrnnError(f"unknown encoding {encoding!r}") from None
+        self.decoder = codecs.getincrementaldecoder(_codec_name(encoding))(errors="strict")
         self.encoding = encoding
         self.name = name
         self.out_path = out_path
@@ -206,10 +203,23 @@ class StreamEncoder:
             text = self.decoder.decode(data, final)
         except UnicodeDecodeError as e:
             at = self.offset - pending + e.start
+            byte = e.object[e.start]
+            starts_mid_char = at == 0 and 0x80 <= byte < 0xC0  # a continuation byte first
+            ends_mid_char = e.reason == "unexpected end of data"
+            if _codec_name(self.encoding) == "utf-8" and (starts_mid_char or ends_mid_char):
+                # `tail -c` and `head -c` cut by bytes: a cut through a multi-byte character is
+                # far likelier than a text in another encoding that fails only at its very edge.
+                raise CharrnnError(
+                    f"{self.name} {'begins' if starts_mid_char else 'ends'} in the middle of a UTF-8 character "
+                    f"(offset {at}): cut by bytes, as tail -c and head -c do? (tail -n and head -n cut at "
+                    f"lines; --encoding reads another encoding)"
+                ) from None
             raise CharrnnError(
-                f"{self.name}: byte 0x{e.object[e.start]:02x} at offset {at} is not valid {self.encoding} "
+                f"{self.name}: byte 0x{byte:02x} at offset {at} is not valid {self.encoding} "
                 f"(use --encoding to read it as another encoding)"
             ) from None
+        except UnicodeError as e:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
+            raise CharrnnError(f"{self.name}: cannot be read as {self.encoding}: {e}") from None
         self.offset += len(data)
         if text:
             self._encode(text)
@@ -312,10 +322,16 @@ def encode_stream(f: BinaryIO, out_path: Path, encoding: str, name: str, vocab: 
 
 # ---- the cache -------------------------------------------------------------------------------
 def _codec_name(encoding: str) -> str:
+    """The codec's canonical name; only codecs between bytes and text are encodings here."""
     try:
-        return codecs.lookup(encoding).name
+        name = codecs.lookup(encoding).name
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    try:
+        "".encode(encoding)  # raises LookupError for bytes-to-bytes codecs such as hex or zlib
+    except LookupError:
+        raise CharrnnError(f"--encoding {encoding!r} is not a text encoding") from None
+    return name
 
 
 def _vocab_key(vocab: Vocabulary) -> str:
