@@ -170,6 +170,8 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     """
     from .session import run_training
 
+    if resume and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
     explicit = {
         name for name in options
         if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,

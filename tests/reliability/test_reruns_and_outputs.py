@@ -26,6 +26,8 @@ def test_a_new_run_never_replaces_a_run_already_in_the_folder(tmp_path):
     assert again.exit_code == 1
     assert "already holds a run" in one_line_error(again.stderr) and "--resume" in again.stderr
     assert {name: (ckpt / name).read_bytes() for name in before} == before
+    both = invoke("train", corpus, "--checkpoint-dir", ckpt, "--resume", "--overwrite")
+    assert both.exit_code == 2 and "not both" in both.stderr
     train_tiny(ckpt, corpus, "--resume", steps=9)  # the ways on are still open
     assert checkpoint.load(ckpt / checkpoint.LATEST).data["step"] == 9
     too_short = invoke("train", corpus, "--checkpoint-dir", ckpt, "--overwrite", "--seq-len", 4000, "-q")
