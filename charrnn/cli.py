@@ -63,6 +63,15 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+# Shared by train and eval. The choices are spelled out, as runtime.DEVICES and PRECISIONS
+# would import torch for every --help; a test holds them equal.
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                             show_default=True)
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+    help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that multiply it "
+         "natively (AMX).")
+
 # torch.manual_seed takes seeds in [-2**63, 2**64 - 1] and raises on anything else.
 TORCH_SEED = click.IntRange(-(2**63), 2**64 - 1)
 
@@ -145,10 +154,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
               help="Steps between writes of latest.pt.")
 @click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that "
-                   "multiply it natively (AMX).")
+@device_option
+@precision_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
@@ -251,10 +258,8 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
               help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that "
-                   "multiply it natively (AMX).")
+@device_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_EVAL_JSON", help="Print one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, precision,

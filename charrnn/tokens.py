@@ -179,7 +179,8 @@ class StreamEncoder:
 
     def __init__(self, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
                  skip_unknown: bool = False):
-        self.decoder = codecs.getincrementaldecoder(_codec_name(encoding))(errors="strict")
+        self.codec = _codec_name(encoding)
+        self.decoder = codecs.getincrementaldecoder(self.codec)(errors="strict")
         self.encoding = encoding
         self.name = name
         self.out_path = out_path
@@ -206,7 +207,7 @@ class StreamEncoder:
             byte = e.object[e.start]
             starts_mid_char = at == 0 and 0x80 <= byte < 0xC0  # a continuation byte first
             ends_mid_char = e.reason == "unexpected end of data"
-            if _codec_name(self.encoding) == "utf-8" and (starts_mid_char or ends_mid_char):
+            if self.codec == "utf-8" and (starts_mid_char or ends_mid_char):
                 # `tail -c` and `head -c` cut by bytes: a cut through a multi-byte character is
                 # far likelier than a text in another encoding that fails only at its very edge.
                 raise CharrnnError(

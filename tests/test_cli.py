@@ -140,11 +140,12 @@ def test_train_defaults_are_the_configs_defaults():
 
 
 def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):
-    from charrnn.runtime import PRECISIONS
+    from charrnn.runtime import DEVICES, PRECISIONS
 
     for command in ("train", "eval"):
-        choices = next(p.type.choices for p in cli.commands[command].params if p.name == "precision")
-        assert tuple(choices) == PRECISIONS, command
+        for name, expected in (("precision", PRECISIONS), ("device", DEVICES)):
+            choices = next(p.type.choices for p in cli.commands[command].params if p.name == name)
+            assert tuple(choices) == expected, (command, name)
     ckpt = tmp_path / "ck"
     trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "10", "--precision",
                      "bf16", *TINY)
