@@ -8,6 +8,7 @@ Tensors are stored on the CPU, so a file written on a GPU loads anywhere.
 from __future__ import annotations
 
 import errno
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,34 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
         return self.model.to(device)
+
+    def field(self, name: str, kinds: type | tuple[type, ...]) -> Any:
+        """The stored field `name` if it is one of `kinds`, None if absent (as in older checkpoints)."""
+        return typed(self.path, name, self.data.get(name), kinds)
+
+
+def typed(path: Path, name: str, value: Any, kinds: type | tuple[type, ...]) -> Any:
+    """`value` if it is None or one of `kinds`; anything else is a damaged checkpoint.
+
+    Only the weights and the config are checked on load; the other fields are plain data
+    that a hand edit or another program can give any type, which would otherwise surface
+    as a TypeError wherever the field is first used. A bool is no number here (Python
+    counts it as an int), and a float must be finite (charrnn never records NaN or inf).
+    """
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    ok = value is None or (
+        isinstance(value, kinds)
+        and not (isinstance(value, bool) and bool not in kinds)
+        and not (isinstance(value, float) and not math.isfinite(value))
+    )
+    if not ok:
+        shown = repr(value) if isinstance(value, (str, bytes, int, float)) else f"a {type(value).__name__}"
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        raise CheckpointError(
+            f"{path}: damaged checkpoint, its {name} is {shown}, not {' or '.join(k.__name__ for k in kinds)}"
+        )
+    return value
 
 
 def load(path: str | Path) -> Checkpoint:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -31,8 +33,27 @@ class CharrnnGroup(click.Group):
             ctx.exit(e.exit_code)
 
 
+class ReaderGone(Exception):
+    """stdout's reader closed it before the product was all written (`| head`)."""
+
+
+@contextlib.contextmanager
+def writing_product() -> Iterator[None]:
+    """Wraps a command's writing to stdout. A reader that stops early has taken what it
+    wanted, so the command succeeds quietly (see `main`): exit 0, where click's own handling
+    of a broken pipe exits 1, which `set -o pipefail` reports as a failed pipeline."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise ReaderGone from None
+
+
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
 def parse_duration(value: str | float | None) -> float | None:
-    """'90', '90s', '10m', '2h', '1h30m' -> seconds."""
+    """'90', '90s', '10m', '2h', '1h30m', '1.5h' -> seconds."""
     if value is None or isinstance(value, (int, float)):
         return value
     text = value.strip().lower()
@@ -42,7 +63,16 @@ def parse_duration(value: str | float | None) -> float | None:
         parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
         if not parts or "".join(n + u for n, u in parts) != text:
             raise click.BadParameter(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+        # '1h1h' or '30m1h' is more likely a typo than a sum the user meant.
+        units = [u for _, u in parts]
+        repeated = next((u for u in DURATION_UNITS if units.count(u) > 1), None)
+        if repeated:
+            raise click.BadParameter(f"{value!r} gives {repeated} more than once; give each unit once, "
+                                     "largest first, like 1h30m")
+        if units != sorted(units, key=DURATION_UNITS.get, reverse=True):
+            raise click.BadParameter(f"{value!r} gives its units out of order; give them largest first "
+                                     "(h, m, s), like 1h30m")
+        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
     if not 0 < seconds < float("inf"):
         raise click.BadParameter("must be a finite duration longer than zero")
     return seconds
@@ -112,7 +142,9 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
     """
     from .corpus import build, write_output
 
-    write_output(build(name, max_bytes=max_bytes, url=url), output)
+    data = build(name, max_bytes=max_bytes, url=url)
+    with writing_product():
+        write_output(data, output)
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -243,8 +275,9 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
     options = SamplingOptions(temperature, top_k, top_p)
     echo = prime is not None and not no_echo_prime
     sampler.check_prime(prime or "")
-    write_samples(sampler, prime or sampler.default_prime(), echo, length, options, num_samples, seed, stop,
-                  separator, sys.stdout)
+    with writing_product():
+        write_samples(sampler, prime or sampler.default_prime(), echo, length, options, num_samples, seed, stop,
+                      separator, sys.stdout)
 
 
 # ---- eval ---------------------------------------------------------------------------------
@@ -275,12 +308,13 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
 
     result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device, quiet,
                       precision)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(f"loss {result['loss']:.4f} nats/char | {result['bpc']:.4f} bits/char | "
-                   f"perplexity {result['perplexity']:.3f} | {result['chars']:,} chars"
-                   + (f" | {result['skipped']:,} unknown skipped" if result["skipped"] else ""))
+    with writing_product():
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(f"loss {result['loss']:.4f} nats/char | {result['bpc']:.4f} bits/char | "
+                       f"perplexity {result['perplexity']:.3f} | {result['chars']:,} chars"
+                       + (f" | {result['skipped']:,} unknown skipped" if result["skipped"] else ""))
 
 
 # ---- info ---------------------------------------------------------------------------------
@@ -300,11 +334,12 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
     from .session import describe
 
     summary = describe(checkpoint_path or checkpoint_dir)
-    if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False))
-        return
-    for key, value in summary.items():
-        click.echo(f"{key:<16} {value}")
+    with writing_product():
+        if as_json:
+            click.echo(json.dumps(summary, ensure_ascii=False))
+            return
+        for key, value in summary.items():
+            click.echo(f"{key:<16} {value}")
 
 
 def main() -> None:
@@ -319,12 +354,12 @@ def main() -> None:
     except click.Abort:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_SIGNAL_BASE + 2)
-    except BrokenPipeError:
-        _exit_discarding_stdout()
+    except (ReaderGone, BrokenPipeError):  # BrokenPipeError here: the flush of stdout just above
+        _exit_discarding_stdout(0)
     except OSError as e:  # stdout on a full disk, a file that vanished mid-run, ...
         where = f" ({e.filename})" if e.filename else ""
         click.echo(f"Error: {e.strerror or e}{where}", err=True)
-        _exit_discarding_stdout()
+        _exit_discarding_stdout(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -345,9 +380,9 @@ def _reopen_closed_standard_streams() -> None:
                 setattr(sys, name, open(fd, mode, closefd=False))
 
 
-def _exit_discarding_stdout() -> None:
+def _exit_discarding_stdout(code: int) -> None:
     # The Python docs' recipe for a broken pipe: point stdout at devnull so the interpreter's
-    # final flush does not raise again, then exit as a pipeline expects.
+    # final flush does not raise again.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
+    sys.exit(code)

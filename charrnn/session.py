@@ -82,8 +82,8 @@ def _train(world: distributed.World, device, precision: torch.dtype | None, corp
                 + escape_chars(unknown, limit=20)
             )
         corpus = tokens.renumber(corpus, vocab)
-        stored = ckpt.data.get("train_args") or {}
-        old_sha = (ckpt.data.get("corpus") or {}).get("sha256")
+        stored = ckpt.field("train_args", dict) or {}
+        old_sha = checkpoint.typed(ckpt.path, "corpus sha256", (ckpt.field("corpus", dict) or {}).get("sha256"), str)
         if old_sha and old_sha != corpus.sha256 and world.is_main:
             # Shown even with --quiet, which silences progress, not warnings.
             log(f"warning: resuming on a different corpus (sha256 {corpus.sha256}; "
@@ -154,9 +154,9 @@ def run_eval(path: str, checkpoint_path: str, encoding: str, skip_unknown: bool,
 
 def describe(checkpoint_path: str) -> dict:
     ckpt = checkpoint.load(checkpoint_path)
-    d = ckpt.data
     config = ckpt.model_config
-    corpus = d.get("corpus") or {}
+    corpus = ckpt.field("corpus", dict) or {}
+    number = (int, float)
     return {
         "checkpoint": str(ckpt.path),
         "cell": config.cell,
@@ -167,10 +167,10 @@ def describe(checkpoint_path: str) -> dict:
         "parameters": ckpt.model.num_parameters(),
         "vocab_size": config.vocab_size,
         "vocab": escape_chars(ckpt.vocab.chars),
-        "step": d.get("step"),
-        "best_val_loss": d.get("best_val_loss"),
-        "training_time": format_duration(d.get("elapsed") or 0.0),
-        "precision": d.get("precision", "unrecorded"),
-        "corpus_sha256": corpus.get("sha256"),
-        "corpus_length": corpus.get("length"),
+        "step": ckpt.field("step", int),
+        "best_val_loss": ckpt.field("best_val_loss", number),
+        "training_time": format_duration(ckpt.field("elapsed", number) or 0.0),
+        "precision": ckpt.field("precision", str) or "unrecorded",
+        "corpus_sha256": checkpoint.typed(ckpt.path, "corpus sha256", corpus.get("sha256"), str),
+        "corpus_length": checkpoint.typed(ckpt.path, "corpus length", corpus.get("length"), int),
     }

@@ -345,12 +345,35 @@ def _read_meta(meta_path: Path, token_path: Path) -> dict | None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
             return None
-        width = WIDTHS[storage_name(len(meta["vocab"]))][1]
+        vocab_size = len(meta["vocab"])
+        width = WIDTHS[storage_name(vocab_size)][1]
         if token_path.stat().st_size != meta["length"] * width:
             return None
+        if not ids_fit(map_tokens(token_path, meta["length"], vocab_size), vocab_size):
+            return None
         return meta
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # RuntimeError: torch.from_file
         return None
+
+
+def ids_fit(tokens: torch.Tensor, vocab_size: int, chunk: int = 1 << 22) -> bool:
+    """Whether every stored id is below `vocab_size`.
+
+    A file of the right length can still hold damaged bytes, and an id past the vocabulary
+    would fail only when its batch reaches the embedding, mid-run. The ids are read at their
+    stored width, without an int64 copy, so the pass takes a fraction of the corpus's hashing.
+    """
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start:start + chunk]
+        if part.dtype == torch.int16:
+            # uint16 on disk, mapped as int16: flipping the sign bit keeps the unsigned order,
+            # shifted down by 32768.
+            low, high = (int(v) + 0x8000 for v in torch.aminmax(part ^ -0x8000))
+        else:
+            low, high = (int(v) for v in torch.aminmax(part))
+        if low < 0 or high >= vocab_size:
+            return False
+    return True
 
 
 def _write_meta(meta_path: Path, **fields) -> None:

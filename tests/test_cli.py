@@ -27,8 +27,20 @@ def test_version_and_help_with_examples():
 def test_durations():
     assert parse_duration("90") == 90 and parse_duration("10m") == 600
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400
+    assert parse_duration("1.5h") == 5400 and parse_duration("1h30m15s") == 5415 and parse_duration("1H15S") == 3615
     result = invoke("train", "x.txt", "--max-time", "ten minutes")
     assert result.exit_code == 2 and "duration" in result.output
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1h1h", "gives h more than once"), ("1h30m1h", "gives h more than once"), ("10m10m", "gives m more than once"),
+    ("30m1h", "out of order"), ("1s1m", "out of order"), ("5s1h", "out of order"),
+])
+def test_a_duration_gives_each_unit_once_largest_first(value, expected):
+    # Before, '1h1h' was read as 2h and '30m1h' as 1h30m.
+    result = invoke("train", "x.txt", "--max-time", value)
+    assert result.exit_code == 2 and expected in result.stderr and "1h30m" in result.stderr, result.output
+    assert "Traceback" not in result.output
 
 
 def test_train_from_stdin_then_sample_eval_info(tmp_path, corpus_file):

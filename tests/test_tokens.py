@@ -80,6 +80,28 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     assert not rebuilt.reused and decode(rebuilt) == MIXED
 
 
+@pytest.mark.parametrize("text", [
+    MIXED,  # uint8 ids
+    MIXED + "".join(chr(0x4E00 + i) for i in range(300)),  # uint16, all below 32,768
+    MIXED + "".join(chr(0x10000 + i) for i in range(40_000)),  # uint16 whose upper half reads as negative
+])
+def test_cache_entry_with_ids_past_its_vocabulary_is_rebuilt(tmp_path, text):
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    first = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    good = first.path.read_bytes()
+    vocab_size = len(first.vocab)
+    dtype, width = tokens.WIDTHS[tokens.storage_name(vocab_size)]
+    damaged = bytearray(good)
+    # The right length and the first id past the vocabulary: only the range check can tell.
+    damaged[-width:] = tokens._tensor_bytes(torch.tensor([vocab_size]).to(dtype))
+    first.path.write_bytes(damaged)
+    del first  # its memory map
+    rebuilt = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    assert not rebuilt.reused and rebuilt.path.read_bytes() == good and decode(rebuilt) == text
+    assert tokens.prepare(str(path), "utf-8", tmp_path / "cache").reused
+
+
 def test_stdin_is_spooled_then_cached(tmp_path, monkeypatch):
     data = MIXED.encode()
     cache = tmp_path / "cache"

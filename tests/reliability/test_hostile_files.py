@@ -1,4 +1,5 @@
-"""Hostile and broken checkpoint files: every command refuses them in one line, nothing runs."""
+"""Hostile and broken checkpoint files: every command refuses them in one line, nothing runs.
+A damaged token cache is rebuilt."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import invoke, one_line_error
+from reliability_helpers import invoke, one_line_error, train_tiny, write_corpus
 
-from charrnn import checkpoint
+from charrnn import checkpoint, tokens
 
 COMMANDS = ["info", "sample", "eval", "train --resume"]
 
@@ -133,3 +134,47 @@ def test_checkpoint_without_optimizer_state_samples_but_cannot_resume(trained, t
     result = run_on("train --resume", path, trained)
     assert result.exit_code == 2
     assert "cannot resume" in one_line_error(result.output)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("elapsed", "12 minutes"), ("elapsed", float("nan")), ("step", "20"), ("best_val_loss", [1.5]),
+    ("precision", 16), ("corpus", "corpus.txt"), ("corpus", {"sha256": 7, "length": 4000}),
+    ("corpus", {"sha256": "ab", "length": True}),
+])
+def test_info_on_a_mistyped_field_names_the_damaged_file(trained, tmp_path, field, value):
+    data = torch.load(trained / checkpoint.LATEST, weights_only=True)
+    data[field] = value
+    path = tmp_path / "mistyped.pt"
+    torch.save(data, path)
+    for extra in ((), ("--json",)):
+        result = invoke("info", path, *extra)
+        assert result.exit_code == 2, result.output
+        line = one_line_error(result.output)
+        assert path.name in line and "damaged checkpoint" in line and field in line, line
+        assert result.stdout == ""
+    assert run_on("sample", path, trained).exit_code == 0  # the weights are whole
+
+
+@pytest.mark.parametrize("field, value", [("corpus", ["corpus.txt"]), ("train_args", "--hidden 16")])
+def test_resume_from_a_mistyped_field_names_the_damaged_file(trained, tmp_path, field, value):
+    data = torch.load(trained / checkpoint.LATEST, weights_only=True)
+    data[field] = value
+    path = tmp_path / "mistyped.pt"
+    torch.save(data, path)
+    result = run_on("train --resume", path, trained)
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result.output)
+    assert "damaged checkpoint" in line and field in line, line
+
+
+def test_token_cache_with_ids_past_its_vocabulary_is_rebuilt(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    ckpt = tmp_path / "ck"
+    train_tiny(ckpt, corpus, steps=2)
+    (token_file,) = (ckpt / tokens.CACHE_FOLDER).glob("*.tokens")
+    good = token_file.read_bytes()
+    damaged = bytearray(good)
+    damaged[::50] = b"\xff" * len(damaged[::50])  # every batch meets one; the file keeps its length
+    token_file.write_bytes(damaged)
+    train_tiny(ckpt, corpus, "--overwrite", steps=2)  # was an IndexError from the embedding
+    assert token_file.read_bytes() == good
