@@ -2,8 +2,9 @@
 
 The lookup table is the one-hot input encoding written cheaply: a one-hot vector times
 a weight matrix selects one column, which is what `nn.Embedding` does. The core is the
-fused `nn.LSTM`/`nn.GRU`/`nn.RNN` (cuDNN on a GPU) for training and evaluation; generation
-steps the same weights one character at a time (step.py).
+fused `nn.LSTM`/`nn.GRU`/`nn.RNN` (cuDNN on a GPU) for training and evaluation, except that
+an LSTM trains in bf16 on a CPU with AMX through lstm_train.py (faster there, same
+function); generation steps the same weights one character at a time (step.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
+
+from . import lstm_train
+from .dropout import dropout
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -62,7 +66,6 @@ class CharRNN(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             batch_first=True,
         )
-        self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         self.recurrent_weights = [f"weight_hh_l{k}" for k in range(config.layers)]
 
@@ -76,6 +79,11 @@ class CharRNN(nn.Module):
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids [batch, time] -> logits [batch, time, vocab], new state."""
+        if self._trains_by_hand(ids):
+            # Time-major inside: each time step's rows are then one contiguous block.
+            out, new_state = lstm_train.stacked_lstm(self.core, self._recurrent_weights(), self.embed(ids.t()),
+                                                     state, self.config.dropout, self.training)
+            return self.head(dropout(out, self.config.dropout, self.training)).transpose(0, 1), new_state
         x = self.embed(ids)
         if state is None:
             args: tuple = (x,)
@@ -88,18 +96,28 @@ class CharRNN(nn.Module):
         else:
             out, new = self.core(*args)
         new_state = tuple(new) if isinstance(new, tuple) else (new,)
-        return self.head(self.drop(out)), new_state
+        return self.head(dropout(out, self.config.dropout, self.training)), new_state
+
+    def _trains_by_hand(self, ids: torch.Tensor) -> bool:
+        return (self.config.cell == "lstm" and self.training and torch.is_grad_enabled()
+                and lstm_train.usable(ids.size(0), self.config.hidden, ids.device.type))
+
+    def _recurrent_weights(self) -> dict[str, torch.Tensor]:
+        """The core's weights by name; in training with weight drop, the hidden-to-hidden ones
+        masked (inverted dropout keeps their expectation, so evaluation uses them as they are)."""
+        weights = dict(self.core.named_parameters())
+        if self.training and self.config.weight_drop > 0:
+            for name in self.recurrent_weights:
+                weights[name] = F.dropout(weights[name], self.config.weight_drop)
+        return weights
 
     def _core_with_dropped_weights(self, args: tuple) -> tuple:
         # The masked matrices stand in for the parameters for this one call; gradients flow
-        # through the mask to the parameters, and evaluation uses the parameters themselves
-        # (inverted dropout keeps their expectation).
-        dropped = {name: F.dropout(getattr(self.core, name), self.config.weight_drop)
-                   for name in self.recurrent_weights}
+        # through the mask to the parameters.
         with warnings.catch_warnings():
             # cuDNN copies weights that are not in its flat buffer, which is the point here.
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            return functional_call(self.core, dropped, args)
+            return functional_call(self.core, self._recurrent_weights(), args)
 
 
 def detach_state(state: State) -> State:

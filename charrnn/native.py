@@ -1,4 +1,5 @@
-"""The sampler's LSTM arithmetic in C (lstm_step.c), compiled on first use.
+"""LSTM arithmetic in C, compiled on first use: the sampler's step (lstm_step.c) and, on
+CPUs with AMX, the recurrence of a training step (lstm_amx.c; see charrnn.lstm_train).
 
 Stepping one stream through eager PyTorch costs about fifteen tensor operations per
 character, each with microseconds of set-up, on top of reading the weights; on a 2-core
@@ -12,8 +13,9 @@ The library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, a
 in the user's cache folder under a name that hashes the source, the compiler, its flags
 and the CPU, so a changed file or another machine sharing the folder gets its own build.
 Anything that goes wrong (no compiler, no OpenMP, an unwritable cache) leaves `library()`
-returning None and the sampler on the eager step, which gives the same distribution.
-`CHARRNN_NATIVE=0` turns the C step off.
+returning None and the sampler on the eager step, which gives the same distribution; and
+`amx_library()` None and training on `nn.LSTM`, which computes the same function.
+`CHARRNN_NATIVE=0` turns both off.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .fileio import atomic_path
+from .runtime import cpu_multiplies_bf16
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
+AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
@@ -59,33 +64,46 @@ def cache_folder() -> Path:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled step, built if no cached build fits; None when it cannot be had."""
+    return _load(SOURCE, _bind)
+
+
+@functools.cache
+def amx_library() -> ctypes.CDLL | None:
+    """lstm_amx.c's recurrence, on CPUs with AMX-BF16 whose kernel grants the tiles; else None."""
+    if not cpu_multiplies_bf16():
+        return None
+    lib = _load(AMX_SOURCE, _bind_amx)
+    return lib if lib is not None and lib.charrnn_amx_init() == 0 else None
+
+
+def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CDLL | None:
     if not enabled():
         return None
     compiler = shutil.which(os.environ.get("CC") or "cc")
-    if compiler is None or not SOURCE.is_file():
+    if compiler is None or not source.is_file():
         return None
-    path = cache_folder() / f"lstm_step-{_build_key(compiler)}.so"
+    path = cache_folder() / f"{source.stem}-{_build_key(compiler, source)}.so"
     try:
         if path.is_file():
             try:
-                return _bind(ctypes.CDLL(str(path)))
+                return bind(ctypes.CDLL(str(path)))
             except OSError:
                 pass  # damaged: built again below
         try:
             with atomic_path(path) as tmp:
-                _compile(compiler, tmp)
-            return _bind(ctypes.CDLL(str(path)))
+                _compile(compiler, source, tmp)
+            return bind(ctypes.CDLL(str(path)))
         except OSError:  # no writable cache: a private build for this process
             with tempfile.TemporaryDirectory() as folder:
                 tmp = Path(folder) / path.name
-                _compile(compiler, tmp)
-                return _bind(ctypes.CDLL(str(tmp)))  # stays mapped once loaded
+                _compile(compiler, source, tmp)
+                return bind(ctypes.CDLL(str(tmp)))  # stays mapped once loaded
     except (OSError, subprocess.SubprocessError, AttributeError):
         return None
 
 
-def _build_key(compiler: str) -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes())
+def _build_key(compiler: str, source: Path) -> str:
+    digest = hashlib.sha256(source.read_bytes())
     for part in (compiler, *FLAGS, platform.system(), platform.machine(), _cpu_signature()):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:16]
@@ -101,8 +119,8 @@ def _cpu_signature() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
-def _compile(compiler: str, output: Path) -> None:
-    subprocess.run([compiler, *FLAGS, "-o", str(output), str(SOURCE)], check=True, capture_output=True,
+def _compile(compiler: str, source: Path, output: Path) -> None:
+    subprocess.run([compiler, *FLAGS, "-o", str(output), str(source)], check=True, capture_output=True,
                    timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
@@ -128,4 +146,16 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     gates = lib.charrnn_lstm_gates  # (batch, hidden, threads, gates, c, h, h_stride)
     gates.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int]
     gates.restype = None
+    return lib
+
+
+def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
+    lib.charrnn_amx_init.argtypes = []
+    lib.charrnn_amx_init.restype = ctypes.c_int
+    # (steps, batch, hidden, threads, x_gates, w_packed, bias, h0, c0, acts, c, h)
+    lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8
+    lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # -1: out of memory
+    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates)
+    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8
+    lib.charrnn_amx_lstm_backward.restype = ctypes.c_int  # -1: out of memory
     return lib

@@ -10,6 +10,7 @@ import torch
 
 from charrnn import native
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.runtime import cpu_multiplies_bf16
 from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
@@ -31,11 +32,14 @@ def library():
 
 @pytest.fixture
 def fresh_library(tmp_path, monkeypatch):
-    """library() with its memo cleared and an empty cache folder; the memo is cleared again after."""
+    """library() and amx_library() with their memos cleared and an empty cache folder; the
+    memos are cleared again after."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     native.library.cache_clear()
+    native.amx_library.cache_clear()
     yield tmp_path / "cache" / "charrnn"
     native.library.cache_clear()
+    native.amx_library.cache_clear()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -160,8 +164,9 @@ def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
 
 
 def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, tmp_path):
-    """A mistake in lstm_step.c must fail here, not turn the C step's tests into skips: if
-    the compiler builds a trivial OpenMP library with the same flags, it must build ours."""
+    """A mistake in lstm_step.c (or lstm_amx.c, on a CPU with AMX) must fail here, not turn
+    the C code's tests into skips: if the compiler builds a trivial OpenMP library with the
+    same flags, it must build ours."""
     compiler = shutil.which(os.environ.get("CC") or "cc")
     if compiler is None:
         pytest.skip("no C compiler (cc or $CC) here")
@@ -171,18 +176,25 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
                            capture_output=True)
     if built.returncode != 0:
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
-    errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "step.so"),
-                             str(native.SOURCE)], capture_output=True, text=True)
-    assert errors.returncode == 0, errors.stderr
+    sources = [native.SOURCE] + ([native.AMX_SOURCE] if cpu_multiplies_bf16() else [])
+    for source in sources:
+        errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "built.so"),
+                                 str(source)], capture_output=True, text=True)
+        assert errors.returncode == 0, errors.stderr
     assert native.library() is not None
+    if cpu_multiplies_bf16():
+        assert native.amx_library() is not None
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
 def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypatch, compiler):
-    """A missing compiler, or one that fails, leaves sampling on the eager step: same API,
-    same text, nothing left in the cache folder."""
+    """A missing compiler, or one that fails, leaves sampling on the eager step (same API,
+    same text) and bf16 training on nn.LSTM, with nothing left in the cache folder."""
     monkeypatch.setenv("CC", compiler)
     assert native.library() is None
+    assert native.amx_library() is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not CharRNN(ModelConfig(vocab_size=5, hidden=32)).train()._trains_by_hand(torch.zeros(16, 4))
     model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
     assert isinstance(step_cell(model, 1), LSTMStep)
     vocab = Vocabulary.from_text("abcde")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn import checkpoint, lstm_train, native
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
@@ -13,13 +13,13 @@ from charrnn.vocab import Vocabulary
 from .conftest import make_corpus
 
 
-def make_trainer(tmp_path, resume=None, precision=None, **overrides):
+def make_trainer(tmp_path, resume=None, precision=None, hidden=24, **overrides):
     text = make_corpus(12_000)
     vocab = Vocabulary.from_text(text)
     settings = dict(batch_size=8, seq_len=32, lr=1e-2, max_steps=40, eval_every=10, save_every=10, seed=3)
     settings.update(overrides)
     config = TrainConfig(**settings)
-    model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=24, dropout=0.1)
+    model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=hidden, dropout=0.1)
     torch.manual_seed(config.seed)
     model = resume.build_model() if resume else CharRNN(model_config)
     return Trainer(model, vocab, vocab.encode(text), config, torch.device("cpu"), tmp_path,
@@ -28,11 +28,13 @@ def make_trainer(tmp_path, resume=None, precision=None, **overrides):
 
 
 def test_tiny_model_learns_well_below_uniform(tmp_path):
-    trainer = make_trainer(tmp_path, max_steps=120, eval_every=40)
+    # 160 steps: at 120 this seed sat at the threshold (1.744 with F.dropout's draws, 1.756
+    # with charrnn.dropout's); at 160 it is at 1.29 (other seeds 0.73, 1.19).
+    trainer = make_trainer(tmp_path, max_steps=160, eval_every=40)
     result = trainer.run()
     uniform = math.log(len(trainer.vocab))
     assert result.best_val_loss < 0.55 * uniform, (result.best_val_loss, uniform)
-    assert [m["step"] for m in trainer.metrics] == [40, 80, 120]
+    assert [m["step"] for m in trainer.metrics] == [40, 80, 120, 160]
     assert (tmp_path / "latest.pt").exists() and (tmp_path / "best.pt").exists()
 
 
@@ -124,8 +126,12 @@ def test_time_budget_drives_the_schedule(tmp_path):
 
 def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     """bf16 autocast on the CPU (what `auto` picks on AMX CPUs) learns like fp32, scores
-    within bf16's rounding of fp32, and leaves checkpoints that resume in either precision."""
-    trainer = make_trainer(tmp_path, precision=torch.bfloat16, max_steps=120, eval_every=40)
+    within bf16's rounding of fp32, and leaves checkpoints that resume in either precision.
+    The shapes fit lstm_amx.c's tiles, so on an AMX CPU this trains through it."""
+    trainer = make_trainer(tmp_path, precision=torch.bfloat16, max_steps=160, eval_every=40, batch_size=16,
+                           hidden=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lstm_train.usable(16, 32, "cpu") == (native.amx_library() is not None)
     result = trainer.run()
     assert result.best_val_loss < 0.55 * math.log(len(trainer.vocab))
     assert all(s.dtype == torch.float32 for s in trainer.state)
@@ -133,8 +139,8 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     full = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"))
     halved = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"), precision=torch.bfloat16)
     assert halved.chars == full.chars and halved.loss == pytest.approx(full.loss, abs=0.02)
-    resumed = make_trainer(tmp_path, resume=checkpoint.load(tmp_path / "latest.pt"), max_steps=130, eval_every=40)
-    assert resumed.step == 120 and resumed.run().step == 130
+    resumed = make_trainer(tmp_path, resume=checkpoint.load(tmp_path / "latest.pt"), max_steps=170, eval_every=40)
+    assert resumed.step == 160 and resumed.run().step == 170
 
 
 def test_resume_options_keep_the_run_and_reject_changes():

@@ -1,0 +1,39 @@
+"""Dropout whose mask is cheap to draw on a CPU.
+
+`F.dropout` on a CPU draws one Bernoulli number per element from a serial generator, about
+15 ns an element: 16 % of a default training step (2x256, bf16) on the 2-core CI machine,
+more than the output layer, loss and optimiser together (profile in bench/README.md). One
+64-bit draw (`random_` on int64) yields 63 uniform bits, so here it gives the masks of four
+elements, 15 bits each; a unit is dropped when its 15 bits fall below round(p * 2^15). The
+drop probability is then that over 2^15 (within 1.6e-5 of p) and the kept units are scaled
+by its complement, so the expected output still equals the input. The draws come from
+torch's generator, so `--seed` reproduces them. Other devices keep `F.dropout`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+_LEVELS = 1 << 15  # the draws are 15-bit integers
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    return x * keep_mask(x.shape, p, x.dtype)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
+    """0 for a dropped unit, 1 / (1 - p') for a kept one, where p' = round(p * 2^15) / 2^15."""
+    threshold = min(round(p * _LEVELS), _LEVELS - 1)
+    count = 1
+    for size in shape:
+        count *= size
+    words = torch.empty((count + 3) // 4, dtype=torch.int64).random_()  # values in [0, 2^63)
+    # As int16, the top word of each int64 has its sign bit clear; masking the other three
+    # the same way leaves four uniform 15-bit integers per draw.
+    draws = words.view(torch.int16)[:count].view(shape) & (_LEVELS - 1)
+    return (draws >= threshold).to(dtype).mul_(_LEVELS / (_LEVELS - threshold))

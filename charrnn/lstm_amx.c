@@ -1,0 +1,280 @@
+/* An LSTM layer's recurrence on AMX tiles, for training in bf16 on a CPU.
+ *
+ * charrnn/lstm_train.py calls this once per layer and direction for a whole window; see there
+ * for why. The hidden-to-hidden product of each time step (64 x 256 by 256 x 1024 for the
+ * default model at batch 64) is too small for oneDNN to run well on AMX (about 90 us through
+ * torch.mm, a fifth of the tiles' rate); here it is a handful of tile instructions per block
+ * of 16 hidden units, followed at once by that block's gate arithmetic while its
+ * pre-activations are still in L1.
+ *
+ * Threads split the hidden units in blocks of 16; each thread owns its units' four gates
+ * (forward) and its units' columns of dh (backward), so one barrier a time step suffices:
+ * every thread's next product reads the whole h (forward) or the whole gate gradient
+ * (backward) of the step just done.
+ *
+ *   forward:   a = act(x_gates + h_prev @ W_hh^T + bias)   sigmoid for i, f, o; tanh for g
+ *              c = f * c_prev + i * g,   h = o * tanh(c)
+ *   backward:  dh = grad_h + dh_rec       (from the layer above, and from step t + 1)
+ *              dc = dc + dh * o * (1 - tanh(c)^2)
+ *              d_gates = dc * g * i(1-i), dc * c_prev * f(1-f), dc * i * (1-g^2), dh * tanh(c) * o(1-o)
+ *              dc = dc * f,   dh_rec = d_gates @ W_hh     (carried to step t - 1)
+ *
+ * Gates are in PyTorch's order (i, f, g, o), rows [batch][4 * hidden]. Products are bf16 with
+ * fp32 accumulation; the gate arithmetic, the cell and dh/dc are fp32. Memory bandwidth, not
+ * arithmetic, bounds the gate arithmetic here (about 10 GB/s a core on the CI machine), so
+ * the activated gates are kept for backward in fp16 (they lie in [-1, 1]; 11 significant bits
+ * against bf16's 8) and tanh(c) is computed again in backward rather than kept. The caller guarantees
+ * batch % 16 == 0 and hidden % 32 == 0, and packs W_hh into the tiles' pair-interleaved layout
+ * (lstm_train.py: _pack): [column blocks of 16][K / 2][16][2].
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+#define TILE 16  /* rows of a tile, and columns of an output tile */
+#define KSTEP 32 /* bf16 values of K per tile */
+#define GROUP 4  /* output tiles accumulated at once (tiles 0-3; A in 4 and 6, B in 5) */
+
+/* Linux hands out AMX state only on request, once per process. 0 on success. */
+int charrnn_amx_init(void) {
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1;
+}
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+};
+
+/* Tile configuration is per thread, and oneDNN's kernels load their own between our calls. */
+static void configure_tiles(void) {
+    struct tile_config config = {.palette = 1};
+    for (int t = 0; t < 7; t++) {
+        config.bytes_per_row[t] = 64;
+        config.rows[t] = TILE;
+    }
+    _tile_loadconfig(&config);
+}
+
+/* Same approximations as lstm_step.c (1e-7 relative), for the same reason: they vectorize. */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+                    + r * (1.0f / 720))))));
+    const union { int32_t bits; float value; } scale = {.bits = ((int32_t)n + 127) << 23};
+    return p * scale.value;
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+static inline float tanh_approx(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
+
+static inline float from_bf16(uint16_t v) {
+    const union { uint32_t bits; float value; } x = {.bits = (uint32_t)v << 16};
+    return x.value;
+}
+
+/* Round to nearest even, as torch does; a NaN stays a NaN. */
+static inline uint16_t to_bf16(float f) {
+    const union { float value; uint32_t bits; } x = {.value = f};
+    const uint32_t rounded = x.bits + 0x7fffu + ((x.bits >> 16) & 1u);
+    return (x.bits & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x.bits >> 16) | 0x40u) : (uint16_t)(rounded >> 16);
+}
+
+/* out (count * 16 rows x 16 columns, fp32, rows out_stride bytes apart) = a (count * 16 rows
+ * x k_len, bf16, rows a_stride bytes apart) @ one packed column block b (k_len / 2 x 16 x 2). */
+static inline void tile_product(const uint16_t *a, size_t a_stride, int count, const uint16_t *b, int k_len,
+                                float *out, size_t out_stride) {
+    const char *a0 = (const char *)a;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int k = 0; k < k_len; k += KSTEP) {
+        _tile_loadd(5, b + (size_t)k * TILE, 64);
+        _tile_loadd(4, a0 + 2 * k, a_stride);
+        _tile_dpbf16ps(0, 4, 5);
+        if (count > 1) {
+            _tile_loadd(6, a0 + 2 * k + TILE * a_stride, a_stride);
+            _tile_dpbf16ps(1, 6, 5);
+        }
+        if (count > 2) {
+            _tile_loadd(4, a0 + 2 * k + 2 * TILE * a_stride, a_stride);
+            _tile_dpbf16ps(2, 4, 5);
+        }
+        if (count > 3) {
+            _tile_loadd(6, a0 + 2 * k + 3 * TILE * a_stride, a_stride);
+            _tile_dpbf16ps(3, 6, 5);
+        }
+    }
+    char *o = (char *)out;
+    _tile_stored(0, o, out_stride);
+    if (count > 1) _tile_stored(1, o + TILE * out_stride, out_stride);
+    if (count > 2) _tile_stored(2, o + 2 * TILE * out_stride, out_stride);
+    if (count > 3) _tile_stored(3, o + 3 * TILE * out_stride, out_stride);
+}
+
+/* n (a multiple of 16) values between fp32 and fp16 (F16C, part of AVX-512F). */
+static inline void store_fp16(uint16_t *dst, const float *src, int n) {
+    for (int j = 0; j < n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j), _mm512_cvtps_ph(_mm512_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+}
+
+static inline void load_fp16(float *dst, const uint16_t *src, int n) {
+    for (int j = 0; j < n; j += 16)
+        _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + j))));
+}
+
+/* Units [0, n) of one row of a thread's range. pre[g] hold the recurrent products of the
+ * gates and leave holding the activated gates; the other pointers are at the range's first
+ * unit (x_gates and bias at gate i, the other gates hidden apart). */
+static inline void forward_units(size_t H, int n, float *restrict pre_i, float *restrict pre_f,
+                                 float *restrict pre_g, float *restrict pre_o, const uint16_t *restrict x_gates,
+                                 const float *restrict bias, const float *restrict c_prev, float *restrict c,
+                                 uint16_t *restrict h) {
+    #pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const float i = sigmoid(pre_i[j] + from_bf16(x_gates[j]) + bias[j]);
+        const float f = sigmoid(pre_f[j] + from_bf16(x_gates[H + j]) + bias[H + j]);
+        const float g = tanh_approx(pre_g[j] + from_bf16(x_gates[2 * H + j]) + bias[2 * H + j]);
+        const float o = sigmoid(pre_o[j] + from_bf16(x_gates[3 * H + j]) + bias[3 * H + j]);
+        const float cell = f * c_prev[j] + i * g, t = tanh_approx(cell);
+        pre_i[j] = i;
+        pre_f[j] = f;
+        pre_g[j] = g;
+        pre_o[j] = o;
+        c[j] = cell;
+        h[j] = to_bf16(o * t);
+    }
+}
+
+/* The hidden units a thread owns: whole blocks of 16, split as evenly as they go. */
+static void my_units(int hidden, size_t *first, int *count) {
+    const int blocks = hidden / TILE, threads = omp_get_num_threads(), me = omp_get_thread_num();
+    const int from = blocks * me / threads, to = blocks * (me + 1) / threads;
+    *first = (size_t)from * TILE;
+    *count = (to - from) * TILE;
+}
+
+/* x_gates [steps][batch][4H] bf16 (x @ W_ih^T, no bias); w_packed: W_hh^T packed, K = hidden;
+ * h0 [batch][H] bf16, c0 [batch][H]; out: acts [steps][batch][4H] fp16 (the activated gates),
+ * c [steps][batch][H], h [steps][batch][H] bf16. Returns -1 if out of memory.
+ *
+ * Each time step, a thread first lands the products for all its units in `pre` (rows of its
+ * units, gate by gate), then runs the gate arithmetic along rows: going down columns of 16
+ * units instead put every access 1-4 KB from the last, and those addresses share cache
+ * sets, which cost more than the arithmetic. */
+int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, const uint16_t *x_gates,
+                             const uint16_t *w_packed, const float *bias, const uint16_t *h0, const float *c0,
+                             uint16_t *acts, float *c, uint16_t *h) {
+    const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
+    const int row_tiles = batch / TILE;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) reduction(|:failed)
+    {
+        size_t u0;
+        int n;
+        my_units(hidden, &u0, &n);
+        float *pre = malloc(sizeof(float) * 4 * B * (size_t)(n > 0 ? n : 1)); /* [4][batch][n] */
+        failed = pre == NULL;
+        if (!failed)
+            configure_tiles();
+        for (int t = 0; t < steps; t++) {
+            const uint16_t *h_prev = t > 0 ? h + (size_t)(t - 1) * B * H : h0;
+            const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
+            for (int block = 0; block < n / TILE && !failed; block++)
+                for (int g = 0; g < 4; g++)
+                    for (int m0 = 0; m0 < row_tiles; m0 += GROUP)
+                        tile_product(h_prev + (size_t)m0 * TILE * H, 2 * H,
+                                     row_tiles - m0 < GROUP ? row_tiles - m0 : GROUP,
+                                     w_packed + ((size_t)g * H + u0 + (size_t)block * TILE) * H, hidden,
+                                     pre + ((size_t)g * B + (size_t)m0 * TILE) * n + (size_t)block * TILE,
+                                     (size_t)n * sizeof(float));
+            for (size_t b = 0; b < B && !failed; b++) {
+                const size_t row = (size_t)t * B + b;
+                float *rows[4] = {pre + b * n, pre + (B + b) * n, pre + (2 * B + b) * n, pre + (3 * B + b) * n};
+                forward_units(H, n, rows[0], rows[1], rows[2], rows[3], x_gates + row * G + u0, bias + u0,
+                              c_prev + b * H + u0, c + row * H + u0, h + row * H + u0);
+                for (int g = 0; g < 4; g++)
+                    store_fp16(acts + row * G + g * H + u0, rows[g], n);
+            }
+            #pragma omp barrier
+        }
+        if (!failed)
+            _tile_release();
+        free(pre);
+    }
+    return failed ? -1 : 0;
+}
+
+/* acts: the row's activated gates, loaded to fp32, n apart. */
+static inline void backward_units(size_t H, int n, const float *restrict acts, const float *restrict c_prev,
+                                  const float *restrict c, const uint16_t *restrict grad_h,
+                                  const float *restrict dh_rec, float *restrict dc, uint16_t *restrict d_gates) {
+    #pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const float i = acts[j], f = acts[n + j], g = acts[2 * n + j], o = acts[3 * n + j];
+        const float t = tanh_approx(c[j]);
+        const float dh = from_bf16(grad_h[j]) + dh_rec[j];
+        const float dcell = dc[j] + dh * o * (1.0f - t * t);
+        d_gates[j] = to_bf16(dcell * g * i * (1.0f - i));
+        d_gates[H + j] = to_bf16(dcell * c_prev[j] * f * (1.0f - f));
+        d_gates[2 * H + j] = to_bf16(dcell * i * (1.0f - g * g));
+        d_gates[3 * H + j] = to_bf16(dh * t * o * (1.0f - o));
+        dc[j] = dcell * f;
+    }
+}
+
+/* acts and c as forward wrote them, c0 [batch][H]; grad_h [steps][batch][H] bf16 (the
+ * gradient of the layer's output); w_packed: W_hh packed, K = 4 * hidden. dh_rec and dc
+ * [batch][H] fp32 come in as the gradients of the last h and c and leave as those of h0 and
+ * c0; d_gates [steps][batch][4H] bf16 receives the gates' pre-activation gradients. */
+int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, const uint16_t *acts, const float *c,
+                               const float *c0, const uint16_t *grad_h,
+                               const uint16_t *w_packed, float *dh_rec, float *dc, uint16_t *d_gates) {
+    const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
+    const int row_tiles = batch / TILE;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) reduction(|:failed)
+    {
+        size_t u0;
+        int n;
+        my_units(hidden, &u0, &n);
+        float *gates = malloc(sizeof(float) * 4 * (size_t)(n > 0 ? n : 1)); /* one row's, fp32 */
+        failed = gates == NULL;
+        if (!failed)
+            configure_tiles();
+        for (int t = steps - 1; t >= 0; t--) {
+            const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
+            for (size_t b = 0; b < B && !failed; b++) {
+                const size_t row = (size_t)t * B + b;
+                for (int g = 0; g < 4; g++)
+                    load_fp16(gates + g * n, acts + row * G + g * H + u0, n);
+                backward_units(H, n, gates, c_prev + b * H + u0, c + row * H + u0, grad_h + row * H + u0,
+                               dh_rec + b * H + u0, dc + b * H + u0, d_gates + row * G + u0);
+            }
+            #pragma omp barrier /* the product below reads every thread's gate gradients */
+            const uint16_t *step_gates = d_gates + (size_t)t * B * G;
+            for (int block = 0; block < n / TILE && !failed; block++)
+                for (int m0 = 0; m0 < row_tiles; m0 += GROUP)
+                    tile_product(step_gates + (size_t)m0 * TILE * G, 2 * G,
+                                 row_tiles - m0 < GROUP ? row_tiles - m0 : GROUP,
+                                 w_packed + (u0 + (size_t)block * TILE) * G, (int)G,
+                                 dh_rec + (size_t)m0 * TILE * H + u0 + (size_t)block * TILE, H * sizeof(float));
+            /* No barrier: the next step reads only this thread's own columns of dh_rec, and
+             * writes gate gradients of another step than the one just read. */
+        }
+        if (!failed)
+            _tile_release();
+        free(gates);
+    }
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,129 @@
+"""Training a stacked LSTM in bf16 on a CPU with AMX: the recurrence in C on the matrix tiles,
+everything else as whole-window products.
+
+`nn.LSTM` on a CPU runs oneDNN's fused LSTM. On the 2-core CI machine (Sapphire Rapids, AMX)
+it reached about 300 GFLOP/s in bf16 against the 1.9 TFLOP/s its tiles give to large products,
+and its backward pass took twice its forward (bench/README.md). Only the hidden-to-hidden
+product has to wait for the previous time step, so each layer here:
+
+- computes the input projection of the whole window as one product (oneDNN, `torch.mm`)
+  before the recurrence, and the input gradient and both weight gradients as one product each
+  after it;
+- runs the recurrence itself, forward or backward, in one call to lstm_amx.c: per time step
+  a few tile instructions per block of 16 units and the gate arithmetic beside them.
+
+The products are bf16 with fp32 accumulation, as `nn.LSTM`'s are under bf16 autocast; the
+cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). model.py uses it
+for training under bf16 autocast on a CPU when the library can be had and the shapes fit the
+tiles (batch a multiple of 16, hidden of 32); everything else runs `nn.LSTM`, and the tests
+hold the two together.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import native
+from .dropout import dropout
+
+State = tuple[torch.Tensor, torch.Tensor]
+BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per tile
+
+
+def usable(batch: int, hidden: int, device_type: str) -> bool:
+    """Whether a step of this shape, in the current autocast state, can train here."""
+    return (device_type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
+            and native.amx_library() is not None)
+
+
+def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
+                 p_dropout: float, training: bool) -> tuple[torch.Tensor, State]:
+    """x [time, batch, inputs] -> output [time, batch, hidden] in bf16 and the new (h, c), each
+    [layers, batch, hidden] fp32. `weights` holds the core's weights by name (the recurrent
+    ones may be masked copies); dropout between layers as nn.LSTM applies it."""
+    layers, batch, hidden = core.num_layers, x.size(1), core.hidden_size
+    if state is None:
+        zeros = torch.zeros(layers, batch, hidden, device=x.device)
+        state = (zeros, zeros)
+    inputs, h_last, c_last = x.to(torch.bfloat16).contiguous(), [], []
+    for layer in range(layers):
+        if layer > 0:
+            inputs = dropout(inputs, p_dropout, training)
+        inputs, h, c = _LSTMLayer.apply(inputs, weights[f"weight_ih_l{layer}"], weights[f"weight_hh_l{layer}"],
+                                        weights[f"bias_ih_l{layer}"], weights[f"bias_hh_l{layer}"],
+                                        state[0][layer], state[1][layer])
+        h_last.append(h)
+        c_last.append(c)
+    return inputs, (torch.stack(h_last), torch.stack(c_last))
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor:
+    """[K, N] -> the tiles' layout for the right operand: [N / 16][K / 2][16][2]."""
+    k, n = w.shape
+    return w.reshape(k // 2, 2, n // 16, 16).permute(2, 0, 3, 1).contiguous()
+
+
+def _address(tensor: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> int:
+    if tensor.dtype != dtype or not tensor.is_contiguous():
+        raise ValueError(f"lstm_amx.c needs a contiguous {dtype} tensor, not a {tensor.dtype} one")
+    return tensor.data_ptr()
+
+
+class _LSTMLayer(torch.autograd.Function):
+    """One layer over a window; see the module docstring and lstm_amx.c."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                b_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x [time, batch, inputs] bf16; h0, c0 [batch, hidden] fp32. Returns h [time, batch,
+        hidden] bf16, and the last h and c in fp32."""
+        ctx.set_materialize_grads(False)
+        steps, batch, _ = x.shape
+        hidden = w_hh.size(1)
+        w_ih, w_hh = w_ih.to(torch.bfloat16), w_hh.to(torch.bfloat16)
+        bias = (b_ih.float() + b_hh.float()).contiguous()
+        x_gates = torch.mm(x.view(steps * batch, -1), w_ih.t())
+        acts = x.new_empty((steps, batch, 4 * hidden), dtype=torch.float16)
+        c = x.new_empty((steps, batch, hidden), dtype=torch.float32)
+        h = x.new_empty((steps, batch, hidden))
+        h0_bf16, c0 = h0.to(torch.bfloat16).contiguous(), c0.float().contiguous()
+        w_packed = _pack(w_hh.t())
+        failed = native.amx_library().charrnn_amx_lstm_forward(
+            steps, batch, hidden, native.threads(hidden // 16), _address(x_gates), _address(w_packed),
+            _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32), acts.data_ptr(),
+            c.data_ptr(), h.data_ptr())
+        if failed:
+            raise MemoryError("lstm_amx.c could not allocate its buffers")
+        ctx.save_for_backward(x, w_ih, w_hh, acts, c, h, h0_bf16, c0)
+        return h, h[-1].float(), c[-1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor | None, grad_h_last: torch.Tensor | None,
+                 grad_c_last: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        x, w_ih, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
+        steps, batch, hidden = c.shape
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(torch.bfloat16).contiguous()
+        # Leave as the gradients of h0 and c0.
+        dh = torch.zeros_like(c[0]) if grad_h_last is None else grad_h_last.float().clone().contiguous()
+        dc = torch.zeros_like(c[0]) if grad_c_last is None else grad_c_last.float().clone().contiguous()
+        d_gates = h.new_empty((steps, batch, 4 * hidden))
+        w_packed = _pack(w_hh)
+        failed = native.amx_library().charrnn_amx_lstm_backward(
+            steps, batch, hidden, native.threads(hidden // 16), acts.data_ptr(), c.data_ptr(),
+            _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
+            _address(dc, torch.float32), d_gates.data_ptr())
+        if failed:
+            raise MemoryError("lstm_amx.c could not allocate its buffers")
+        d_flat = d_gates.view(steps * batch, 4 * hidden)
+        needs = ctx.needs_input_grad
+        grad_x = torch.mm(d_flat, w_ih).view(x.shape) if needs[0] else None
+        grad_w_ih = torch.mm(d_flat.t(), x.view(steps * batch, -1)).float() if needs[1] else None
+        grad_w_hh = None
+        if needs[2]:
+            h_prev = torch.cat([h0.unsqueeze(0), h[:-1]]).view(steps * batch, hidden)
+            grad_w_hh = torch.mm(d_flat.t(), h_prev).float()
+        grad_b = d_flat.sum(0).float() if needs[3] or needs[4] else None
+        return grad_x, grad_w_ih, grad_w_hh, grad_b, grad_b, dh, dc

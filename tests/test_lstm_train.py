@@ -1,0 +1,153 @@
+"""The CPU training fast paths: the AMX recurrence (charrnn/lstm_amx.c through lstm_train.py)
+against nn.LSTM, and the cheap dropout mask (charrnn/dropout.py)."""
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+from charrnn import lstm_train, native
+from charrnn.dropout import dropout, keep_mask
+from charrnn.model import CharRNN, ModelConfig, loss_fn
+
+NO_AMX = "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c"
+
+
+@pytest.fixture
+def amx():
+    if native.amx_library() is None:
+        pytest.skip(NO_AMX)
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: bool):
+    """Output, final state and gradients of a loss on both, for x [time, batch, inputs]."""
+    core.zero_grad()
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    if by_hand:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, (h, c) = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
+    else:
+        out, (h, c) = core(x, state)
+    weights = torch.linspace(-1, 1, out.size(-1))
+    loss = (out.float() * weights).sum() + (h * c).sum() + h.sum()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in core.named_parameters()}
+    grads.update(x=x.grad, h0=state[0].grad, c0=state[1].grad)
+    return out.float().detach(), h.detach(), c.detach(), grads
+
+
+# Shapes: one tile of rows and one of K; several row tiles with a partial group of four
+# (80 rows = 4 + 1 tiles); hidden blocks that split unevenly between threads.
+@pytest.mark.parametrize("layers,batch,hidden,inputs,thread_count", [
+    (1, 16, 32, 32, 1), (2, 80, 64, 48, 2), (2, 32, 96, 96, 3), (3, 16, 64, 64, 2)])
+def test_amx_layers_compute_what_nn_lstm_computes(amx, layers, batch, hidden, inputs, thread_count):
+    """Outputs, final states and every gradient agree with fp32 nn.LSTM to bf16's rounding
+    (the products are bf16, as under autocast), over a window long enough to compound it."""
+    torch.manual_seed(0)
+    core = nn.LSTM(inputs, hidden, layers)
+    x = torch.randn(40, batch, inputs)
+    state = (torch.randn(layers, batch, hidden) * 0.5, torch.randn(layers, batch, hidden) * 0.5)
+    with threads(thread_count):
+        got = run_core(core, x, state, by_hand=True)
+    want = run_core(core, x, state, by_hand=False)
+    for a, b in zip(got[:3], want[:3]):
+        assert (a - b).abs().max().item() < 0.02
+    for name, grad in want[3].items():
+        assert relative_error(got[3][name], grad) < 0.02, name
+
+
+def test_amx_results_do_not_depend_on_the_thread_count(amx):
+    """Threads split the hidden units, never a sum: any count gives the same bits."""
+    torch.manual_seed(1)
+    core = nn.LSTM(64, 64, 2)
+    x, state = torch.randn(12, 32, 64), (torch.zeros(2, 32, 64), torch.zeros(2, 32, 64))
+    results = []
+    for count in (1, 2, 3):
+        with threads(count):
+            results.append(run_core(core, x, state, by_hand=True))
+    for other in results[1:]:
+        for a, b in zip(results[0][:3], other[:3]):
+            assert torch.equal(a, b)
+        for name in ("x", "h0", "c0", "weight_hh_l0", "weight_hh_l1"):
+            assert torch.equal(results[0][3][name], other[3][name]), name
+
+
+def test_the_model_trains_through_amx_only_where_it_fits(amx):
+    """bf16 training on the CPU takes the AMX path when the shapes fit the tiles; other
+    shapes, fp32, evaluation and inference fall back to nn.LSTM; both give the same loss."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
+    ids = torch.randint(0, 40, (16, 30))
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with bf16:
+        assert model._trains_by_hand(ids)
+        assert not model._trains_by_hand(ids[:10])  # 10 rows: not a multiple of 16
+        by_hand = loss_fn(model(ids)[0], ids)
+    assert not model._trains_by_hand(ids)  # fp32
+    with torch.no_grad(), bf16:
+        assert not model._trains_by_hand(ids)
+        fused = loss_fn(model(ids)[0], ids)
+    model.eval()
+    with bf16:
+        assert not model._trains_by_hand(ids)
+    assert abs(by_hand.item() - fused.item()) < 0.01
+
+
+def test_weight_drop_reaches_the_recurrent_weights_on_the_amx_path(amx):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5))
+    ids = torch.randint(0, 40, (16, 20))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = loss_fn(model(ids)[0], ids)
+        second = loss_fn(model(ids)[0], ids)
+    assert first.item() != second.item()  # a new mask each call
+    first.backward()
+    assert model.core.weight_hh_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_drops_at_the_rate_asked_and_keeps_the_expectation(p):
+    torch.manual_seed(0)
+    mask = keep_mask((1000, 1000), p, torch.float32)
+    kept = mask > 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.002
+    assert abs(mask.mean().item() - 1) < 0.005
+    assert torch.all(mask[kept] == mask[kept][0])  # one scale for every kept unit
+    assert abs(mask[kept][0].item() - 1 / (1 - p)) < 1e-4
+
+
+def test_dropout_is_reproducible_identity_when_off_and_passes_gradient_through_the_mask():
+    x = torch.randn(30, 50, requires_grad=True)
+    torch.manual_seed(3)
+    a = dropout(x, 0.3, training=True)
+    torch.manual_seed(3)
+    b = dropout(x, 0.3, training=True)
+    assert torch.equal(a, b)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
+    a.sum().backward()
+    assert torch.allclose(x.grad, (a != 0).float() / (1 - round(0.3 * 2**15) / 2**15))
+
+
+def test_keep_mask_neighbours_are_independent():
+    """Four masks come from each 64-bit draw: neighbours must not be correlated."""
+    torch.manual_seed(0)
+    kept = (keep_mask((4_000_000,), 0.5, torch.float32) > 0).float().view(-1, 4)
+    for offset in (1, 2, 3):
+        both = (kept[:, 0] * kept[:, offset]).mean().item()
+        assert abs(both - 0.25) < 0.002
