@@ -35,7 +35,9 @@ def main() -> None:
     quality = load("quality-10m-auto.json")
     if quality:
         last = (quality.get("metrics") or [{}])[-1]
-        measured = f"{quality['val_loss']:.4f} after {quality['steps']:,} steps"
+        total = last.get("step", quality["steps"])
+        measured = (f"{quality['val_loss']:.4f} after {quality['steps']:,} steps" if total <= quality["steps"] else
+                    f"{quality['val_loss']:.4f} at step {quality['steps']:,} (best.pt) of {total:,}")
         if "train_precision" in quality:
             measured += (f", {quality['train_precision']} training and evaluation"
                          f" (evaluated in fp32: {quality['val_loss_fp32']:.4f})"

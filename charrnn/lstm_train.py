@@ -33,10 +33,16 @@ BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per
 
 def usable(batch: int, hidden: int, device_type: str) -> bool:
     """Whether a step of this shape, in the current autocast state, can train here."""
-    return (device_type == "cpu" and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return (device_type == "cpu" and _cpu_autocasts_to_bf16()
             and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
             and native.amx_library() is not None)
+
+
+def _cpu_autocasts_to_bf16() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    except (TypeError, AttributeError):  # torch < 2.4 names these per device
+        return torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
 
 
 def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
