@@ -215,20 +215,28 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
     return failed ? -1 : 0;
 }
 
-/* acts: the row's activated gates, loaded to fp32, n apart. */
+/* acts: the row's activated gates, loaded to fp32, n apart. d_bias (the bias gradient, at
+ * gate i, the other gates hidden apart) accumulates the gate gradients before rounding. */
 static inline void backward_units(size_t H, int n, const float *restrict acts, const float *restrict c_prev,
                                   const float *restrict c, const uint16_t *restrict grad_h,
-                                  const float *restrict dh_rec, float *restrict dc, uint16_t *restrict d_gates) {
+                                  const float *restrict dh_rec, float *restrict dc, uint16_t *restrict d_gates,
+                                  float *restrict d_bias) {
     #pragma omp simd
     for (int j = 0; j < n; j++) {
         const float i = acts[j], f = acts[n + j], g = acts[2 * n + j], o = acts[3 * n + j];
         const float t = tanh_approx(c[j]);
         const float dh = from_bf16(grad_h[j]) + dh_rec[j];
         const float dcell = dc[j] + dh * o * (1.0f - t * t);
-        d_gates[j] = to_bf16(dcell * g * i * (1.0f - i));
-        d_gates[H + j] = to_bf16(dcell * c_prev[j] * f * (1.0f - f));
-        d_gates[2 * H + j] = to_bf16(dcell * i * (1.0f - g * g));
-        d_gates[3 * H + j] = to_bf16(dh * t * o * (1.0f - o));
+        const float di = dcell * g * i * (1.0f - i), df = dcell * c_prev[j] * f * (1.0f - f);
+        const float dg = dcell * i * (1.0f - g * g), d_o = dh * t * o * (1.0f - o);
+        d_gates[j] = to_bf16(di);
+        d_gates[H + j] = to_bf16(df);
+        d_gates[2 * H + j] = to_bf16(dg);
+        d_gates[3 * H + j] = to_bf16(d_o);
+        d_bias[j] += di;
+        d_bias[H + j] += df;
+        d_bias[2 * H + j] += dg;
+        d_bias[3 * H + j] += d_o;
         dc[j] = dcell * f;
     }
 }
@@ -236,10 +244,11 @@ static inline void backward_units(size_t H, int n, const float *restrict acts, c
 /* acts and c as forward wrote them, c0 [batch][H]; grad_h [steps][batch][H] bf16 (the
  * gradient of the layer's output); w_packed: W_hh packed, K = 4 * hidden. dh_rec and dc
  * [batch][H] fp32 come in as the gradients of the last h and c and leave as those of h0 and
- * c0; d_gates [steps][batch][4H] bf16 receives the gates' pre-activation gradients. */
+ * c0; d_gates [steps][batch][4H] bf16 receives the gates' pre-activation gradients, and
+ * d_bias [4H] (zeroed by the caller) their sum over steps and rows. */
 int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, const uint16_t *acts, const float *c,
-                               const float *c0, const uint16_t *grad_h,
-                               const uint16_t *w_packed, float *dh_rec, float *dc, uint16_t *d_gates) {
+                               const float *c0, const uint16_t *grad_h, const uint16_t *w_packed, float *dh_rec,
+                               float *dc, uint16_t *d_gates, float *d_bias) {
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;
@@ -259,7 +268,8 @@ int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, con
                 for (int g = 0; g < 4; g++)
                     load_fp16(gates + g * n, acts + row * G + g * H + u0, n);
                 backward_units(H, n, gates, c_prev + b * H + u0, c + row * H + u0, grad_h + row * H + u0,
-                               dh_rec + b * H + u0, dc + b * H + u0, d_gates + row * G + u0);
+                               dh_rec + b * H + u0, dc + b * H + u0, d_gates + row * G + u0,
+                               d_bias + u0);
             }
             #pragma omp barrier /* the product below reads every thread's gate gradients */
             const uint16_t *step_gates = d_gates + (size_t)t * B * G;

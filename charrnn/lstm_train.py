@@ -116,11 +116,12 @@ class _LSTMLayer(torch.autograd.Function):
         dh = torch.zeros_like(c[0]) if grad_h_last is None else grad_h_last.float().clone().contiguous()
         dc = torch.zeros_like(c[0]) if grad_c_last is None else grad_c_last.float().clone().contiguous()
         d_gates = h.new_empty((steps, batch, 4 * hidden))
+        grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
         w_packed = _pack(w_hh)
         failed = native.amx_library().charrnn_amx_lstm_backward(
             steps, batch, hidden, native.threads(hidden // 16), acts.data_ptr(), c.data_ptr(),
             _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
-            _address(dc, torch.float32), d_gates.data_ptr())
+            _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr())
         if failed:
             raise MemoryError("lstm_amx.c could not allocate its buffers")
         d_flat = d_gates.view(steps * batch, 4 * hidden)
@@ -131,5 +132,4 @@ class _LSTMLayer(torch.autograd.Function):
         if needs[2]:
             h_prev = torch.cat([h0.unsqueeze(0), h[:-1]]).view(steps * batch, hidden)
             grad_w_hh = torch.mm(d_flat.t(), h_prev).float()
-        grad_b = d_flat.sum(0).float() if needs[3] or needs[4] else None
         return grad_x, grad_w_ih, grad_w_hh, grad_b, grad_b, dh, dc

@@ -155,7 +155,7 @@ def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
     # (steps, batch, hidden, threads, x_gates, w_packed, bias, h0, c0, acts, c, h)
     lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8
     lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # -1: out of memory
-    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates)
-    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8
+    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias)
+    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
     lib.charrnn_amx_lstm_backward.restype = ctypes.c_int  # -1: out of memory
     return lib
