@@ -164,6 +164,16 @@ static void my_units(int hidden, size_t *first, int *count) {
     *count = (to - from) * TILE;
 }
 
+/* In a thread of a kernel's parallel region: its units, a scratch buffer of floats_per_unit
+ * floats per unit, and its tile configuration. NULL if the buffer cannot be had. */
+static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *n) {
+    my_units(hidden, u0, n);
+    float *scratch = malloc(sizeof(float) * floats_per_unit * (size_t)(*n > 0 ? *n : 1));
+    if (scratch != NULL)
+        configure_tiles();
+    return scratch;
+}
+
 /* x_gates [steps][batch][4H] bf16 (x @ W_ih^T, no bias); w_packed: W_hh^T packed, K = hidden;
  * h0 [batch][H] bf16, c0 [batch][H]; out: acts [steps][batch][4H] fp16 (the activated gates),
  * c [steps][batch][H], h [steps][batch][H] bf16. Returns -1 if out of memory.
@@ -182,11 +192,8 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
     {
         size_t u0;
         int n;
-        my_units(hidden, &u0, &n);
-        float *pre = malloc(sizeof(float) * 4 * B * (size_t)(n > 0 ? n : 1)); /* [4][batch][n] */
+        float *pre = start_thread(hidden, 4 * B, &u0, &n); /* [4][batch][n] */
         failed = pre == NULL;
-        if (!failed)
-            configure_tiles();
         for (int t = 0; t < steps; t++) {
             const uint16_t *h_prev = t > 0 ? h + (size_t)(t - 1) * B * H : h0;
             const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
@@ -256,11 +263,8 @@ int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, con
     {
         size_t u0;
         int n;
-        my_units(hidden, &u0, &n);
-        float *gates = malloc(sizeof(float) * 4 * (size_t)(n > 0 ? n : 1)); /* one row's, fp32 */
+        float *gates = start_thread(hidden, 4, &u0, &n); /* one row's, fp32 */
         failed = gates == NULL;
-        if (!failed)
-            configure_tiles();
         for (int t = steps - 1; t >= 0; t--) {
             const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
             for (size_t b = 0; b < B && !failed; b++) {
