@@ -23,11 +23,15 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    return x * keep_mask(x.shape, p, x.dtype)
+    keep, scale = keep_mask(x.shape, p)
+    # Scaled by a Python float, each product is rounded once: a bf16 mask holding the scale
+    # would round the scale itself (1/0.9 to 1.109375) and shrink every output alike.
+    return x * scale * keep
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
-    """0 for a dropped unit, 1 / (1 - p') for a kept one, where p' = round(p * 2^15) / 2^15."""
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tensor, float]:
+    """Which units to keep (bool) and their scale, 1 / (1 - p') where p' = round(p * 2^15) / 2^15
+    is the probability of a drop."""
     threshold = min(round(p * _LEVELS), _LEVELS - 1)
     count = 1
     for size in shape:
@@ -36,4 +40,4 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype)
     # As int16, the top word of each int64 has its sign bit clear; masking the other three
     # the same way leaves four uniform 15-bit integers per draw.
     draws = words.view(torch.int16)[:count].view(shape) & (_LEVELS - 1)
-    return (draws >= threshold).to(dtype).mul_(_LEVELS / (_LEVELS - threshold))
+    return draws >= threshold, _LEVELS / (_LEVELS - threshold)

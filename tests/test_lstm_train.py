@@ -124,12 +124,22 @@ def test_weight_drop_reaches_the_recurrent_weights_on_the_amx_path(amx):
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_keep_mask_drops_at_the_rate_asked_and_keeps_the_expectation(p):
     torch.manual_seed(0)
-    mask = keep_mask((1000, 1000), p, torch.float32)
-    kept = mask > 0
+    kept, scale = keep_mask((1000, 1000), p)
+    assert kept.dtype == torch.bool
     assert abs(1 - kept.float().mean().item() - p) < 0.002
-    assert abs(mask.mean().item() - 1) < 0.005
-    assert torch.all(mask[kept] == mask[kept][0])  # one scale for every kept unit
-    assert abs(mask[kept][0].item() - 1 / (1 - p)) < 1e-4
+    assert abs(scale - 1 / (1 - p)) < 1e-4
+    assert abs(kept.float().mean().item() * scale - 1) < 0.005
+
+
+def test_bf16_dropout_keeps_the_expectation():
+    """The scale is applied in the product, not stored in a bf16 mask (1/0.9 would round to
+    1.109375 and shrink every kept unit by 0.16 %)."""
+    torch.manual_seed(0)
+    x = (1 + torch.rand(2000, 1000)).to(torch.bfloat16)
+    out = dropout(x, 0.1, training=True)
+    kept = out != 0
+    ratio = (out[kept].float() / x[kept].float()).mean().item()
+    assert abs(ratio - 1 / (1 - round(0.1 * 2**15) / 2**15)) < 1e-4
 
 
 def test_dropout_is_reproducible_identity_when_off_and_passes_gradient_through_the_mask():
@@ -147,7 +157,7 @@ def test_dropout_is_reproducible_identity_when_off_and_passes_gradient_through_t
 def test_keep_mask_neighbours_are_independent():
     """Four masks come from each 64-bit draw: neighbours must not be correlated."""
     torch.manual_seed(0)
-    kept = (keep_mask((4_000_000,), 0.5, torch.float32) > 0).float().view(-1, 4)
+    kept = keep_mask((4_000_000,), 0.5)[0].float().view(-1, 4)
     for offset in (1, 2, 3):
         both = (kept[:, 0] * kept[:, offset]).mean().item()
         assert abs(both - 0.25) < 0.002
