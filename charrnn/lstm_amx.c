@@ -4,8 +4,8 @@
  * for why. The hidden-to-hidden product of each time step (64 x 256 by 256 x 1024 for the
  * default model at batch 64) is too small for oneDNN to run well on AMX (about 90 us through
  * torch.mm, a fifth of the tiles' rate); here it is a handful of tile instructions per block
- * of 16 hidden units, followed at once by that block's gate arithmetic while its
- * pre-activations are still in L1.
+ * of 16 hidden units, and the gate arithmetic follows in the same call, without returning to
+ * Python or waking threads between time steps.
  *
  * Threads split the hidden units in blocks of 16; each thread owns its units' four gates
  * (forward) and its units' columns of dh (backward), so one barrier a time step suffices:
@@ -23,9 +23,11 @@
  * fp32 accumulation; the gate arithmetic, the cell and dh/dc are fp32. Memory bandwidth, not
  * arithmetic, bounds the gate arithmetic here (about 10 GB/s a core on the CI machine), so
  * the activated gates are kept for backward in fp16 (they lie in [-1, 1]; 11 significant bits
- * against bf16's 8) and tanh(c) is computed again in backward rather than kept. The caller guarantees
- * batch % 16 == 0 and hidden % 32 == 0, and packs W_hh into the tiles' pair-interleaved layout
- * (lstm_train.py: _pack): [column blocks of 16][K / 2][16][2].
+ * against bf16's 8) and tanh(c) is computed again in backward rather than kept.
+ *
+ * The caller guarantees batch % 16 == 0 and hidden % 32 == 0, no more threads than blocks of
+ * 16 units, and packs W_hh into the tiles' pair-interleaved layout (lstm_train.py: _pack):
+ * [column blocks of 16][K / 2][16][2].
  */
 #include <immintrin.h>
 #include <omp.h>
