@@ -99,7 +99,7 @@ def main() -> None:
             ceiling = (f"; measured ceiling here {r['ceiling_vs_per_step']:.1f}×, charrnn at "
                        f"{r['of_peak']:.0%} of the matmul peak" if "ceiling_vs_per_step" in r else "")
             rows.append((f"training vs per-step loop, {where}", "≥ 5×",
-                         f"{runs_text(same, 'vs_per_step', 1)} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} "
+                         f"{runs_text(same, 'vs_per_step', 2)} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} "
                          f"chars/s{ceiling})",
                          runs_verdict(same, "vs_per_step", 5), dates, data["device"], cmd))
     rows.append(("training throughput, 3×512 bf16, one H100", "≥ 1,000,000 chars/s", *missing))
