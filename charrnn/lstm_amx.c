@@ -37,6 +37,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "lstm_math.h" /* the gates' sigmoid and tanh, shared with lstm_step.c */
+
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 #define TILE 16  /* rows of a tile, and columns of an output tile */
@@ -63,21 +65,6 @@ static void configure_tiles(void) {
     }
     _tile_loadconfig(&config);
 }
-
-/* Same approximations as lstm_step.c (1e-7 relative), for the same reason: they vectorize. */
-static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    const float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
-                    + r * (1.0f / 720))))));
-    const union { int32_t bits; float value; } scale = {.bits = ((int32_t)n + 127) << 23};
-    return p * scale.value;
-}
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-
-static inline float tanh_approx(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
 
 static inline float from_bf16(uint16_t v) {
     const union { uint32_t bits; float value; } x = {.bits = (uint32_t)v << 16};

@@ -10,7 +10,7 @@ The same library computes the gates of several streams for the tensor step (one 
 layer instead of six tensor operations).
 
 The library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and cached
-in the user's cache folder under a name that hashes the source, the compiler, its flags
+in the user's cache folder under a name that hashes the source and lstm_math.h, the compiler, its flags
 and the CPU, so a changed file or another machine sharing the folder gets its own build.
 Anything that goes wrong (no compiler, no OpenMP, an unwritable cache) leaves `library()`
 returning None and the sampler on the eager step, which gives the same distribution; and
@@ -38,6 +38,7 @@ from .runtime import cpu_multiplies_bf16
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
+HEADERS = (Path(__file__).with_name("lstm_math.h"),)  # included by both sources
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
@@ -80,7 +81,7 @@ def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CD
     if not enabled():
         return None
     compiler = shutil.which(os.environ.get("CC") or "cc")
-    if compiler is None or not source.is_file():
+    if compiler is None or not all(path.is_file() for path in (source, *HEADERS)):
         return None
     path = cache_folder() / f"{source.stem}-{_build_key(compiler, source)}.so"
     try:
@@ -104,6 +105,8 @@ def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CD
 
 def _build_key(compiler: str, source: Path) -> str:
     digest = hashlib.sha256(source.read_bytes())
+    for header in HEADERS:
+        digest.update(b"\0" + header.read_bytes())
     for part in (compiler, *FLAGS, platform.system(), platform.machine(), _cpu_signature()):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:16]

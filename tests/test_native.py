@@ -1,5 +1,7 @@
 """The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
 
+import configparser
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -184,6 +186,16 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
     assert native.library() is not None
     if cpu_multiplies_bf16():
         assert native.amx_library() is not None
+
+
+def test_every_c_file_native_builds_is_installed_with_the_package():
+    """setup.cfg's package_data ships the sources and headers native.py compiles: a file left
+    out would not fail anywhere, it would leave installed copies on the slow paths."""
+    parser = configparser.ConfigParser()
+    parser.read(Path(native.__file__).parents[1] / "setup.cfg")
+    patterns = [p.strip() for p in parser["options.package_data"]["charrnn"].split(",")]
+    for path in (native.SOURCE, native.AMX_SOURCE, *native.HEADERS):
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
