@@ -39,11 +39,16 @@ def same_case(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("size", "batch", "seq", "precision"))
 
 
-def runs_text(rows: list[dict], key: str, digits: int) -> str:
+def run_dates(latest: dict, earlier: list[dict]) -> str:
+    return "–".join(sorted({run["date"] for run in earlier} | {latest["date"]}))
+
+
+def runs_text(rows: list[dict], key: str, spec: str, unit: str, each_unit: str) -> str:
+    """The figure, or the median of several runs followed by each run's."""
     if len(rows) == 1:
-        return f"{rows[0][key]:.{digits}f}×"
-    each = ", ".join(f"{r[key]:.{digits}f}×" for r in rows)
-    return f"{median([r[key] for r in rows]):.{digits}f}×, the median of {len(rows)} runs ({each})"
+        return f"{rows[0][key]:{spec}}{unit}"
+    each = ", ".join(f"{r[key]:{spec}}{each_unit}" for r in rows)
+    return f"{median([r[key] for r in rows]):{spec}}{unit}, the median of {len(rows)} runs ({each})"
 
 
 def runs_verdict(rows: list[dict], key: str, target: float) -> str:
@@ -81,41 +86,39 @@ def main() -> None:
         rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", *missing[:3], "this CPU", missing[4]))
     rows.append(("val loss after 5 min, one H100", "≤ 1.38", *missing))
 
-    speed = load("speed-cpu.json")
-    for label, device, data in (("CPU", "cpu", speed), ("GPU", "cuda", load("speed-cuda.json"))):
+    speed, cpu_runs = load("speed-cpu.json"), earlier_runs("cpu")
+    for label, device, data, earlier in (("CPU", "cpu", speed, cpu_runs),
+                                         ("GPU", "cuda", load("speed-cuda.json"), earlier_runs("cuda"))):
         if not data:
             rows.append((f"training vs plain loop ({label})", "≥ 0.95×", *missing))
             rows.append((f"training vs per-step loop ({label})", "≥ 5×", *missing))
             continue
         cmd = "`python bench/speed.py`" + (" --device cuda" if device == "cuda" else "")
-        earlier = earlier_runs(device)
-        dates = "–".join(sorted({run["date"] for run in earlier} | {data["date"]}))
+        dates = run_dates(data, earlier)
         for r in data["training"]:
             where = f"{r['size']}, batch {r['batch']}×{r['seq']}, {r.get('precision', 'fp32')} (all loops)"
             same = [x for run in earlier for x in run["training"] if same_case(x, r)] + [r]
+            ratio = runs_text(same, "vs_plain", ".2f", "×", "×")
             rows.append((f"training vs plain loop, {where}", "≥ 0.95×",
-                         f"{runs_text(same, 'vs_plain', 2)} (latest: {r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
+                         f"{ratio} (latest: {r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
                          runs_verdict(same, "vs_plain", 0.95), dates, data["device"], cmd))
             ceiling = (f"; measured ceiling here {r['ceiling_vs_per_step']:.1f}×, charrnn at "
                        f"{r['of_peak']:.0%} of the matmul peak" if "ceiling_vs_per_step" in r else "")
+            ratio = runs_text(same, "vs_per_step", ".2f", "×", "×")
             rows.append((f"training vs per-step loop, {where}", "≥ 5×",
-                         f"{runs_text(same, 'vs_per_step', 2)} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} "
-                         f"chars/s{ceiling})",
+                         f"{ratio} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} chars/s{ceiling})",
                          runs_verdict(same, "vs_per_step", 5), dates, data["device"], cmd))
     rows.append(("training throughput, 3×512 bf16, one H100", "≥ 1,000,000 chars/s", *missing))
     if speed:
-        earlier = earlier_runs("cpu")
-        dates = "–".join(sorted({run["date"] for run in earlier} | {speed["date"]}))
+        dates = run_dates(speed, cpu_runs)
         for r in speed["sampling"]:
             target = 10_000 if r["streams"] == 1 else 40_000
             ceiling = f"; weight-read ceiling {r['ceiling']:,.0f}" if "ceiling" in r else ""
             step = {"NativeLSTMStep": "C step; ", "LSTMStep": "tensor step; ",
                     "LSTMStep + C gates": "tensor step, gates in C; "}.get(r.get("step", ""), "")
-            same = [x for run in earlier for x in run["sampling"]
+            same = [x for run in cpu_runs for x in run["sampling"]
                     if (x["size"], x["streams"]) == (r["size"], r["streams"])] + [r]
-            each = ", ".join(f"{x['charrnn']:,.0f}" for x in same)
-            measured = (f"{r['charrnn']:,.0f} chars/s" if len(same) == 1 else
-                        f"{median([x['charrnn'] for x in same]):,.0f} chars/s, the median of {len(same)} runs ({each})")
+            measured = runs_text(same, "charrnn", ",.0f", " chars/s", "")
             rows.append((f"sampling, {r['streams']} stream(s), {r['size']}", f"≥ {target:,} chars/s",
                          f"{measured} (latest: {step}nn.LSTM per char: {r['per_char_lstm']:,.0f}{ceiling})",
                          runs_verdict(same, "charrnn", target), dates, speed["device"], "`python bench/speed.py`"))
