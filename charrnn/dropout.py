@@ -12,6 +12,8 @@ torch's generator, so `--seed` reproduces them. Other devices keep `F.dropout`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -33,9 +35,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tens
     """Which units to keep (bool) and their scale, 1 / (1 - p') where p' = round(p * 2^15) / 2^15
     is the probability of a drop."""
     threshold = min(round(p * _LEVELS), _LEVELS - 1)
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64).random_()  # values in [0, 2^63)
     # As int16, the top word of each int64 has its sign bit clear; masking the other three
     # the same way leaves four uniform 15-bit integers per draw.

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import random
 import subprocess
@@ -32,22 +33,28 @@ def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
     return "".join(out)[:chars]
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block (the session runs on one)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def assert_step_matches_fused(model, make_step, batch: int, threads: int) -> None:
     """A generation stepper (`make_step(model, batch)`), started from a carried-in state,
     gives the fused core's logits, next-char distribution and final state to 1e-5."""
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, 60), generator=torch.Generator().manual_seed(0))
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            _, start = model(ids[:, :10])
-            ref, ref_state = model(ids[:, 10:], start)
-            step = make_step(model, batch)
-            step.load(start)
-            got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
-    finally:
-        torch.set_num_threads(saved_threads)
+    with torch_threads(threads), torch.no_grad():
+        _, start = model(ids[:, :10])
+        ref, ref_state = model(ids[:, 10:], start)
+        step = make_step(model, batch)
+        step.load(start)
+        got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
     assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
     assert torch.allclose(got, ref, atol=1e-5)
     assert len(step.state()) == len(ref_state)

@@ -1,8 +1,6 @@
 """The CPU training fast paths: the AMX recurrence (charrnn/lstm_amx.c through lstm_train.py)
 against nn.LSTM, and the cheap dropout mask (charrnn/dropout.py)."""
 
-import contextlib
-
 import pytest
 import torch
 from torch import nn
@@ -11,6 +9,8 @@ from charrnn import lstm_train, native
 from charrnn.dropout import dropout, keep_mask
 from charrnn.model import CharRNN, ModelConfig, loss_fn
 
+from .conftest import torch_threads
+
 NO_AMX = "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c"
 
 
@@ -18,16 +18,6 @@ NO_AMX = "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c
 def amx():
     if native.amx_library() is None:
         pytest.skip(NO_AMX)
-
-
-@contextlib.contextmanager
-def threads(count: int):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,7 +53,7 @@ def test_amx_layers_compute_what_nn_lstm_computes(amx, layers, batch, hidden, in
     core = nn.LSTM(inputs, hidden, layers)
     x = torch.randn(40, batch, inputs)
     state = (torch.randn(layers, batch, hidden) * 0.5, torch.randn(layers, batch, hidden) * 0.5)
-    with threads(thread_count):
+    with torch_threads(thread_count):
         got = run_core(core, x, state, by_hand=True)
     want = run_core(core, x, state, by_hand=False)
     for a, b in zip(got[:3], want[:3]):
@@ -79,7 +69,7 @@ def test_amx_results_do_not_depend_on_the_thread_count(amx):
     x, state = torch.randn(12, 32, 64), (torch.zeros(2, 32, 64), torch.zeros(2, 32, 64))
     results = []
     for count in (1, 2, 3):
-        with threads(count):
+        with torch_threads(count):
             results.append(run_core(core, x, state, by_hand=True))
     for other in results[1:]:
         for a, b in zip(results[0][:3], other[:3]):

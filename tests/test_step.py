@@ -4,7 +4,7 @@ import torch
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.step import LSTMStep, step_cell
 
-from .conftest import assert_step_matches_fused
+from .conftest import assert_step_matches_fused, torch_threads
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -29,11 +29,7 @@ def test_lstm_tensor_step_without_the_c_library_matches_fused_forward(batch, thr
 
 def test_one_lstm_stream_splits_its_product_across_threads():
     model = CharRNN(ModelConfig(vocab_size=5, hidden=8)).eval()
-    saved_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with torch_threads(2):
         assert LSTMStep(model, 1).split == 2 and LSTMStep(model, 4).split == 1
-        torch.set_num_threads(1)
+    with torch_threads(1):
         assert LSTMStep(model, 1).split == 1
-    finally:
-        torch.set_num_threads(saved_threads)
