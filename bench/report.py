@@ -58,33 +58,48 @@ def runs_verdict(rows: list[dict], key: str, target: float) -> str:
     return f"{text} ({short} of {len(rows)} runs below)" if short and len(rows) > 1 else text
 
 
+MISSING = ("not measured", "—", "—", "—", "no GPU was available")
+
+
+def quality_row(quality: dict | None, label: str, target: float, where: str, command: str) -> tuple:
+    if not quality:
+        return (label, f"≤ {target}", *MISSING[:3], where, MISSING[4] if where == "GPU" else command)
+    last = (quality.get("metrics") or [{}])[-1]
+    total = last.get("step", quality["steps"])
+    measured = (f"{quality['val_loss']:.4f} after {quality['steps']:,} steps" if total <= quality["steps"] else
+                f"{quality['val_loss']:.4f} at step {quality['steps']:,} (best.pt) of {total:,}")
+    if total > quality["steps"] and quality.get("train_wall_s", 1e9) < 0.9 * parse_budget(quality["budget"]):
+        measured += f", stopped by the plateau rule after {quality['train_wall_s']:.0f} s"
+    if "train_precision" in quality:
+        measured += (f", {quality['train_precision']} training and evaluation"
+                     f" (evaluated in fp32: {quality['val_loss_fp32']:.4f})"
+                     if quality["eval_precision"] != "fp32" else ", fp32")
+    if "val_loss_trained" in last:
+        kept = "weight average" if last["val_loss_averaged"] < last["val_loss_trained"] else "trained weights"
+        measured += (f" ({kept}; trained weights {last['val_loss_trained']:.4f}, "
+                     f"average {last['val_loss_averaged']:.4f} at the last validation)")
+    measured += f", {quality['model']}" if "model" in quality else ""
+    if quality.get("train_args", "defaults") != "defaults":
+        measured += f", **not the defaults**: {quality['train_args']}"
+    device = quality.get("device_name") or f"CPU, {quality['cpu_count']} cores (torch {quality['torch']})"
+    return (label, f"≤ {target}", measured, verdict(quality["val_loss"], target, True), quality["date"],
+            device, command)
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in a bench budget such as '10m' or '90s'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
 def main() -> None:
     rows: list[tuple[str, str, str, str, str, str, str]] = []
-    missing = ("not measured", "—", "—", "—", "no GPU was available")
+    missing = MISSING
 
-    quality = load("quality-10m-auto.json")
-    if quality:
-        last = (quality.get("metrics") or [{}])[-1]
-        total = last.get("step", quality["steps"])
-        measured = (f"{quality['val_loss']:.4f} after {quality['steps']:,} steps" if total <= quality["steps"] else
-                    f"{quality['val_loss']:.4f} at step {quality['steps']:,} (best.pt) of {total:,}")
-        if "train_precision" in quality:
-            measured += (f", {quality['train_precision']} training and evaluation"
-                         f" (evaluated in fp32: {quality['val_loss_fp32']:.4f})"
-                         if quality["eval_precision"] != "fp32" else ", fp32")
-        if "val_loss_trained" in last:
-            kept = "weight average" if last["val_loss_averaged"] < last["val_loss_trained"] else "trained weights"
-            measured += (f" ({kept}; trained weights {last['val_loss_trained']:.4f}, "
-                         f"average {last['val_loss_averaged']:.4f} at the last validation)")
-        if quality.get("train_args", "defaults") != "defaults":
-            measured += f", **not the defaults**: {quality['train_args']}"
-        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", measured,
-                     verdict(quality["val_loss"], 1.45, True), quality["date"],
-                     quality.get("device_name") or f"CPU, {quality['cpu_count']} cores (torch {quality['torch']})",
-                     "`python bench/quality.py --time 10m`"))
-    else:
-        rows.append(("val loss after 10 min (nats/char)", "≤ 1.45", *missing[:3], "this CPU", missing[4]))
-    rows.append(("val loss after 5 min, one H100", "≤ 1.38", *missing))
+    rows.append(quality_row(load("quality-10m-auto.json"), "val loss after 10 min (nats/char)", 1.45, "this CPU",
+                            "`python bench/quality.py --time 10m`"))
+    rows.append(quality_row(load("quality-5m-cuda.json"), "val loss after 5 min, one GPU (the target names an H100)",
+                            1.38, "GPU", "`python bench/quality.py --time 5m --device cuda` (bench/gpu.sh)"))
 
     speed, cpu_runs = load("speed-cpu.json"), earlier_runs("cpu")
     for label, device, data, earlier in (("CPU", "cpu", speed, cpu_runs),
@@ -93,7 +108,7 @@ def main() -> None:
             rows.append((f"training vs plain loop ({label})", "≥ 0.95×", *missing))
             rows.append((f"training vs per-step loop ({label})", "≥ 5×", *missing))
             continue
-        cmd = "`python bench/speed.py`" + (" --device cuda" if device == "cuda" else "")
+        cmd = "`python bench/speed.py" + (" --device cuda" if device == "cuda" else "") + "`"
         dates = run_dates(data, earlier)
         for r in data["training"]:
             where = f"{r['size']}, batch {r['batch']}×{r['seq']}, {r.get('precision', 'fp32')} (all loops)"
@@ -108,7 +123,17 @@ def main() -> None:
             rows.append((f"training vs per-step loop, {where}", "≥ 5×",
                          f"{ratio} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} chars/s{ceiling})",
                          runs_verdict(same, "vs_per_step", 5), dates, data["device"], cmd))
-    rows.append(("training throughput, 3×512 bf16, one H100", "≥ 1,000,000 chars/s", *missing))
+    gpu_speed = load("speed-cuda.json")
+    large = [r for r in (gpu_speed or {}).get("training", []) if r["size"] == "3x512"]
+    if large:
+        best = max(large, key=lambda r: r["charrnn"])
+        each = "; ".join(f"batch {r['batch']}×{r['seq']}: {r['charrnn']:,.0f}" for r in large)
+        rows.append(("training throughput, 3×512 bf16, one GPU (the target names an H100)", "≥ 1,000,000 chars/s",
+                     f"{best['charrnn']:,.0f} chars/s at batch {best['batch']} ({each})",
+                     verdict(best["charrnn"], 1_000_000), gpu_speed["date"], gpu_speed["device"],
+                     "`python bench/speed.py --device cuda`"))
+    else:
+        rows.append(("training throughput, 3×512 bf16, one H100", "≥ 1,000,000 chars/s", *missing))
     if speed:
         dates = run_dates(speed, cpu_runs)
         for r in speed["sampling"]:
@@ -122,13 +147,43 @@ def main() -> None:
             rows.append((f"sampling, {r['streams']} stream(s), {r['size']}", f"≥ {target:,} chars/s",
                          f"{measured} (latest: {step}nn.LSTM per char: {r['per_char_lstm']:,.0f}{ceiling})",
                          runs_verdict(same, "charrnn", target), dates, speed["device"], "`python bench/speed.py`"))
-    rows.append(("sampling, one stream, one H100", "≥ 20,000 chars/s", *missing))
+    single = [r for r in (gpu_speed or {}).get("sampling", []) if r["streams"] == 1]
+    if single:
+        r = single[0]
+        rows.append((f"sampling, one stream, {r['size']}, on a GPU machine (the target names an H100)",
+                     "≥ 20,000 chars/s",
+                     f"{r['charrnn']:,.0f} chars/s: the sampler steps on the host CPU "
+                     f"({gpu_speed.get('cpu_count', '?')} cores), faster than one GPU launch per layer and char "
+                     f"(nn.LSTM per char there: {r['per_char_lstm']:,.0f})", verdict(r["charrnn"], 20_000),
+                     gpu_speed["date"], f"{gpu_speed['device']} machine", "`python bench/speed.py --device cuda`"))
+    else:
+        rows.append(("sampling, one stream, one H100", "≥ 20,000 chars/s", *missing))
 
     print("| figure | target | measured | verdict | date | device | command |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     scale_table()
+    trials_table()
+
+
+def trials_table() -> None:
+    """Trials of other GPU settings (bench/results/trials), against the defaults' own run."""
+    trials = [json.loads(p.read_text()) | {"file": p.name} for p in sorted((RESULTS / "trials").glob("quality-*.json"))]
+    if not trials:
+        return
+    print()
+    print("GPU trials (`python bench/quality.py --device cuda` with the options set through CHARRNN_TRAIN_*; the "
+          "three trials of each budget ran at once on the one GPU, sharing its time):")
+    print()
+    print("| options beside the GPU defaults | budget | val loss | best.pt step, epoch | steps run, wall time of "
+          "`train` | date | device |")
+    print("|---|---|---|---|---|---|---|")
+    for t in trials:
+        best = next((m for m in t["metrics"] if m["step"] == t["steps"]), {})
+        options = ", ".join(f"{k.removeprefix('CHARRNN_TRAIN_').lower()} {v}" for k, v in t["train_args"].items())
+        print(f"| {options} | {t['budget']} | {t['val_loss']:.4f} | {t['steps']:,}, {best.get('epoch', 0):.1f} | "
+              f"{t['metrics'][-1]['step']:,}, {t['train_wall_s']:.0f} s | {t['date']} | {t['device_name']} |")
 
 
 def scale_table() -> None:

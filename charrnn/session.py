@@ -19,6 +19,7 @@ from .train import (
     merge_resume_options,
     stop_on_signals,
     train_options,
+    with_device_defaults,
 )
 from .vocab import escape_chars
 
@@ -94,6 +95,7 @@ def _train(world: distributed.World, device, precision: torch.dtype | None, corp
             raise CharrnnError("--resume: the checkpoint's model config differs from its stored options")
     else:
         vocab = corpus.vocab
+        options = with_device_defaults(options, explicit, device.type)
         model_config, config = configs_from_options(options, len(vocab))
         if not config.stop_given():
             config.max_epochs = DEFAULT_MAX_EPOCHS
@@ -126,6 +128,8 @@ def _train(world: distributed.World, device, precision: torch.dtype | None, corp
         log(f"interrupted at step {result.step}; saved {latest}; continue with --resume", quiet=not world.is_main)
         return EXIT_SIGNAL_BASE + result.stopped_by_signal
     best = f"best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "no validation"
+    if trainer.plateaued():
+        best += " (validation stopped improving)"
     log(f"done: {result.step} steps in {format_duration(trainer.elapsed)}, {best}; saved {latest}", quiet)
     return 0
 

@@ -42,6 +42,11 @@ class TrainConfig:
     # An exponential moving average of the weights is validated beside them, and checkpoints
     # hold whichever scored lower; 0 keeps no average.
     ema_decay: float = 0.995
+    # When a validation fails to beat the best so far, the learning rate is multiplied by
+    # this for the rest of the run, and the run ends once it has fallen below min_lr_frac of
+    # the peak: validation, not a guessed epoch count, then decides when to anneal and stop.
+    # 1 turns it off (a CPU run's time budget ends before validation stops improving).
+    plateau_decay: float = 1.0
     val_frac: float = 0.1
     max_epochs: float | None = None
     max_steps: int | None = None
@@ -63,12 +68,29 @@ class TrainConfig:
 # different value is an error rather than a silent mismatch.
 FIXED_ON_RESUME = (
     "cell", "layers", "hidden", "dropout", "weight_drop", "batch_size", "seq_len", "val_frac", "lr",
-    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "seed",
+    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "plateau_decay", "seed",
 )
 
 
 # Options newer than some checkpoints, with the value those checkpoints' runs had.
-OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0}
+OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.0}
+
+
+# Defaults that differ by device, where measurement or the device's speed call for it. The
+# CPU's are the click options' own. A GPU trains the CPU's 2x256 model through a corpus like
+# tiny-shakespeare tens of times a minute and overfits within the first minute, so it gets a
+# larger, more strongly regularised model whose learning rate follows validation. First guess,
+# measured once on an H200 (bench/README.md), not yet tuned.
+DEVICE_DEFAULTS: dict[str, dict] = {
+    "cuda": {"layers": 3, "hidden": 1024, "dropout": 0.5, "batch_size": 128, "seq_len": 128, "lr": 2e-3,
+             "eval_every": 250, "plateau_decay": 0.5},
+}
+
+
+def with_device_defaults(options: dict, explicit: set[str], device_type: str) -> dict:
+    """`options` with the device's own defaults in place of the generic ones the user left."""
+    own = DEVICE_DEFAULTS.get(device_type, {})
+    return {**options, **{k: v for k, v in own.items() if k in options and k not in explicit}}
 
 
 def merge_resume_options(stored: dict, given: dict, explicit: set[str]) -> dict:
@@ -166,6 +188,7 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
         )
         self.step = 0
+        self.lr_scale = 1.0  # cut by plateau_decay at each validation that fails to improve
         self.elapsed = 0.0  # training seconds, summed over resumed runs
         self.best_val_loss: float | None = None
         self.metrics: list[dict] = []
@@ -203,10 +226,14 @@ class Trainer:
         c = self.config
         warm = min(1.0, (self.step + 1) / max(1, c.warmup_steps))
         decay = c.min_lr_frac + (1 - c.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * self.progress_fraction()))
-        return c.lr * warm * decay
+        return c.lr * warm * decay * self.lr_scale
+
+    def plateaued(self) -> bool:
+        """Whether validation stopped improving for long enough to end the run."""
+        return self.lr_scale < self.config.min_lr_frac
 
     def done(self) -> bool:
-        return self.progress_fraction() >= 1.0
+        return self.progress_fraction() >= 1.0 or self.plateaued()
 
     @property
     def output_model(self) -> CharRNN:
@@ -227,7 +254,8 @@ class Trainer:
             "model": self.output_model.state_dict(),
             **other,
             "optimizer": self.optimizer.state_dict(),
-            "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate()},
+            "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate(),
+                         "lr_scale": self.lr_scale},
             "step": self.step,
             "data_position": {"epoch": pos.epoch, "window": pos.window},
             "hidden": [self.world.gather_rows(h) for h in self.state] if self.state is not None else None,
@@ -253,6 +281,7 @@ class Trainer:
             self.optimizer.load_state_dict(d["optimizer"])
             self.step = int(d["step"])
             self.elapsed = float(d["elapsed"])
+            self.lr_scale = float(d["schedule"].get("lr_scale", 1.0))
             self.best_val_loss = d["best_val_loss"]
             self.metrics = list(d["metrics"])
             self.batcher.position.epoch = int(d["data_position"]["epoch"])
@@ -265,7 +294,7 @@ class Trainer:
             if self.world.distributed:
                 # The checkpoint holds rank 0's generator; the others derive theirs afresh.
                 seed_everything(self.config.seed + self.world.rank + 7919 * self.step)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise checkpoint.CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
 
     def _check_finite(self, loss: float) -> None:
@@ -371,6 +400,8 @@ class Trainer:
                 improved = self.best_val_loss is None or val_loss < self.best_val_loss
                 if improved:
                     self.best_val_loss = val_loss
+                else:
+                    self.lr_scale *= c.plateau_decay
                 self.metrics.append({
                     "step": self.step,
                     "epoch": round(self.batcher.epoch_fraction, 4),
@@ -378,6 +409,7 @@ class Trainer:
                     "val_loss": val_loss,
                     "val_bpc": val_loss / math.log(2),
                     **{k: v for k, v in val_losses.items() if k != "val_loss"},
+                    "lr": self.learning_rate(),
                     "elapsed": round(self.elapsed, 2),
                     "chars_per_s": round(chars_per_s or 0.0, 1),
                 })

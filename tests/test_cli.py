@@ -4,7 +4,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from charrnn import __version__
+from charrnn import __version__, checkpoint
 from charrnn.cli import cli, parse_duration
 
 from .conftest import TINY
@@ -149,6 +149,28 @@ def test_train_defaults_are_the_configs_defaults():
                 assert options[field.name] == field.default, field.name
                 checked.append(field.name)
     assert {"hidden", "dropout", "batch_size", "seq_len", "lr", "ema_decay", "eval_every"} <= set(checked)
+
+
+def test_device_defaults_replace_only_the_options_left_at_their_default(tmp_path, corpus_file, monkeypatch):
+    from charrnn import train as train_module
+
+    gpu = train_module.DEVICE_DEFAULTS["cuda"]
+    help_text = " ".join(invoke("train", "--help").stdout.split())
+    for name, value in gpu.items():  # the help spells them out: a test keeps it true
+        assert f"--{name.replace('_', '-')} {value:g}" in help_text, name
+    # Which device's defaults apply is the session's choice; here the CPU is given some.
+    monkeypatch.setitem(train_module.DEVICE_DEFAULTS, "cpu", {"hidden": 40, "layers": 2, "seq_len": 24})
+    ckpt = tmp_path / "ck"
+    trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "4", "--layers", "1",
+                     "--batch-size", "8", "-q")
+    assert trained.exit_code == 0, trained.output
+    args = checkpoint.load(ckpt / "latest.pt").data["train_args"]
+    assert (args["hidden"], args["layers"], args["seq_len"], args["batch_size"]) == (40, 1, 24, 8)
+    # A resumed run keeps its own options, whatever the device's defaults are now.
+    monkeypatch.setitem(train_module.DEVICE_DEFAULTS, "cpu", {"hidden": 48})
+    resumed = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "6", "--resume", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint.load(ckpt / "latest.pt").data["train_args"]["hidden"] == 40
 
 
 def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):

@@ -115,6 +115,35 @@ def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert trainer.learning_rate() == pytest.approx(0.1) and trainer.done()
 
 
+def test_learning_rate_follows_validation_when_it_stops_improving(tmp_path, monkeypatch):
+    """With plateau_decay, each validation that fails to beat the best cuts the rate; the run
+    ends once the cut takes it under min_lr_frac of the peak, and a resumed run keeps the cut."""
+    def rigged(self, model):
+        return {10: 2.0, 20: 1.5, 30: 1.6, 40: 1.4}.get(self.step, 1.7)
+
+    monkeypatch.setattr(Trainer, "_validation_loss", rigged)
+    trainer = make_trainer(tmp_path, max_steps=200, eval_every=10, warmup_steps=0, plateau_decay=0.5,
+                           min_lr_frac=0.1)
+    trainer.run()
+    # Cuts at steps 30, 50, 60 and 70 (1.6 and 1.7 do not beat 1.5 and 1.4); 1/16 < 0.1 stops.
+    assert trainer.step == 70 and trainer.lr_scale == 0.5**4 and trainer.plateaued()
+    trainer.lr_scale = 1.0
+    scales = []
+    for m in trainer.metrics:
+        trainer.step = m["step"]
+        scales.append(m["lr"] / trainer.learning_rate())
+    assert scales == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.125, 0.0625])
+    saved = checkpoint.load(tmp_path / "latest.pt")
+    assert saved.data["schedule"]["lr_scale"] == 0.5**4
+    resumed = make_trainer(tmp_path, resume=saved, max_steps=200, eval_every=10, warmup_steps=0,
+                           plateau_decay=0.5, min_lr_frac=0.1)
+    assert resumed.lr_scale == 0.5**4 and resumed.done()
+    # Off by default: the same validations leave the rate alone.
+    plain = make_trainer(tmp_path / "plain", max_steps=40, eval_every=10)
+    plain.run()
+    assert plain.lr_scale == 1.0 and plain.step == 40
+
+
 def test_time_budget_drives_the_schedule(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=None, max_time=60.0)
     assert trainer.total_steps() is None
@@ -148,7 +177,7 @@ def test_resume_options_keep_the_run_and_reject_changes():
     given = {"hidden": 512, "lr": 2e-3, "max_steps": 500, "eval_every": 100}
     merged = merge_resume_options(stored, given, explicit={"max_steps"})
     assert merged == {"hidden": 256, "lr": 2e-3, "max_steps": 500, "eval_every": 250, "weight_drop": 0.0,
-                      "ema_decay": 0.0}
+                      "ema_decay": 0.0, "plateau_decay": 1.0}
     assert merge_resume_options(stored, given, explicit={"lr"})["lr"] == 2e-3
     with pytest.raises(CharrnnError, match="--hidden 512 differs"):
         merge_resume_options(stored, given, explicit={"hidden"})
