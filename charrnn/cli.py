@@ -364,7 +364,8 @@ def main() -> None:
     except click.Abort:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_SIGNAL_BASE + 2)
-    except (ReaderGone, BrokenPipeError):  # BrokenPipeError here: the flush of stdout just above
+    except (ReaderGone, BrokenPipeError):  # a bare BrokenPipeError: the flush just above, or any write
+        # to stdout made outside writing_product()
         _exit_discarding_stdout(0)
     except OSError as e:  # stdout on a full disk, a file that vanished mid-run, ...
         where = f" ({e.filename})" if e.filename else ""
