@@ -163,7 +163,9 @@ static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *
     return scratch;
 }
 
-/* x_gates [steps][batch][4H] bf16 (x @ W_ih^T, no bias); w_packed: W_hh^T packed, K = hidden;
+/* x_gates [steps][batch][4H] bf16 (x @ W_ih^T, no bias), or with ids ([steps][batch]) a table
+ * [vocab][4H] whose row ids[t][b] is row (t, b)'s: a one-hot input's projection is a row of
+ * W_ih^T, so the first layer looks its inputs up; w_packed: W_hh^T packed, K = hidden;
  * h0 [batch][H] bf16, c0 [batch][H]; out: acts [steps][batch][4H] fp16 (the activated gates),
  * c [steps][batch][H], h [steps][batch][H] bf16. Returns -1 if out of memory.
  *
@@ -172,7 +174,7 @@ static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *
  * units instead put every access 1-4 KB from the last, and those addresses share cache
  * sets, which cost more than the arithmetic. */
 int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, const uint16_t *x_gates,
-                             const uint16_t *w_packed, const float *bias, const uint16_t *h0, const float *c0,
+                             const int64_t *ids, const uint16_t *w_packed, const float *bias, const uint16_t *h0, const float *c0,
                              uint16_t *acts, float *c, uint16_t *h) {
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
@@ -197,7 +199,8 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
             for (size_t b = 0; b < B && !failed; b++) {
                 const size_t row = (size_t)t * B + b;
                 float *rows[4] = {pre + b * n, pre + (B + b) * n, pre + (2 * B + b) * n, pre + (3 * B + b) * n};
-                forward_units(H, n, rows[0], rows[1], rows[2], rows[3], x_gates + row * G + u0, bias + u0,
+                const uint16_t *inputs = x_gates + (ids != NULL ? (size_t)ids[row] : row) * G;
+                forward_units(H, n, rows[0], rows[1], rows[2], rows[3], inputs + u0, bias + u0,
                               c_prev + b * H + u0, c + row * H + u0, h + row * H + u0);
                 for (int g = 0; g < 4; g++)
                     store_fp16(acts + row * G + g * H + u0, rows[g], n);
@@ -212,11 +215,13 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
 }
 
 /* acts: the row's activated gates, loaded to fp32, n apart. d_bias (the bias gradient, at
- * gate i, the other gates hidden apart) accumulates the gate gradients before rounding. */
+ * gate i, the other gates hidden apart) accumulates the gate gradients before rounding, and so
+ * does d_input, the row of the input table's gradient that this row looked up, if any
+ * (`with_input` is a constant at each call, so each call compiles to its own loop). */
 static inline void backward_units(size_t H, int n, const float *restrict acts, const float *restrict c_prev,
                                   const float *restrict c, const uint16_t *restrict grad_h,
                                   const float *restrict dh_rec, float *restrict dc, uint16_t *restrict d_gates,
-                                  float *restrict d_bias) {
+                                  float *restrict d_bias, const int with_input, float *restrict d_input) {
     #pragma omp simd
     for (int j = 0; j < n; j++) {
         const float i = acts[j], f = acts[n + j], g = acts[2 * n + j], o = acts[3 * n + j];
@@ -233,6 +238,12 @@ static inline void backward_units(size_t H, int n, const float *restrict acts, c
         d_bias[H + j] += df;
         d_bias[2 * H + j] += dg;
         d_bias[3 * H + j] += d_o;
+        if (with_input) {
+            d_input[j] += di;
+            d_input[H + j] += df;
+            d_input[2 * H + j] += dg;
+            d_input[3 * H + j] += d_o;
+        }
         dc[j] = dcell * f;
     }
 }
@@ -241,10 +252,11 @@ static inline void backward_units(size_t H, int n, const float *restrict acts, c
  * gradient of the layer's output); w_packed: W_hh packed, K = 4 * hidden. dh_rec and dc
  * [batch][H] fp32 come in as the gradients of the last h and c and leave as those of h0 and
  * c0; d_gates [steps][batch][4H] bf16 receives the gates' pre-activation gradients, and
- * d_bias [4H] (zeroed by the caller) their sum over steps and rows. */
+ * d_bias [4H] (zeroed by the caller) their sum over steps and rows. With ids (forward's),
+ * d_table [vocab][4H] (zeroed by the caller) receives their sums by the row looked up. */
 int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, const uint16_t *acts, const float *c,
                                const float *c0, const uint16_t *grad_h, const uint16_t *w_packed, float *dh_rec,
-                               float *dc, uint16_t *d_gates, float *d_bias) {
+                               float *dc, uint16_t *d_gates, float *d_bias, const int64_t *ids, float *d_table) {
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;
@@ -260,9 +272,14 @@ int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, con
                 const size_t row = (size_t)t * B + b;
                 for (int g = 0; g < 4; g++)
                     load_fp16(gates + g * n, acts + row * G + g * H + u0, n);
-                backward_units(H, n, gates, c_prev + b * H + u0, c + row * H + u0, grad_h + row * H + u0,
-                               dh_rec + b * H + u0, dc + b * H + u0, d_gates + row * G + u0,
-                               d_bias + u0);
+                const float *args_c_prev = c_prev + b * H + u0, *args_c = c + row * H + u0;
+                if (ids != NULL)
+                    backward_units(H, n, gates, args_c_prev, args_c, grad_h + row * H + u0, dh_rec + b * H + u0,
+                                   dc + b * H + u0, d_gates + row * G + u0, d_bias + u0, 1,
+                                   d_table + (size_t)ids[row] * G + u0);
+                else
+                    backward_units(H, n, gates, args_c_prev, args_c, grad_h + row * H + u0, dh_rec + b * H + u0,
+                                   dc + b * H + u0, d_gates + row * G + u0, d_bias + u0, 0, NULL);
             }
             #pragma omp barrier /* the product below reads every thread's gate gradients */
             const uint16_t *step_gates = d_gates + (size_t)t * B * G;

@@ -46,30 +46,58 @@ def _cpu_autocasts_to_bf16() -> bool:
 
 
 def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
-                 p_dropout: float, training: bool) -> tuple[torch.Tensor, State]:
+                 p_dropout: float, training: bool, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
     """x [time, batch, inputs] -> output [time, batch, hidden] in bf16 and the new (h, c), each
-    [layers, batch, hidden] fp32. `weights` holds the core's weights by name (the recurrent
-    ones may be masked copies); dropout between layers as nn.LSTM applies it."""
-    layers, batch, hidden = core.num_layers, x.size(1), core.hidden_size
+    [layers, batch, hidden] fp32. With ids [time, batch], x is instead the table the inputs are
+    rows of ([vocab, inputs]: the embedding), and the first layer looks up the projections of
+    its rows rather than projecting every input (see `input_table`). `weights` holds the core's
+    weights by name (the recurrent ones may be masked copies); dropout between layers as
+    nn.LSTM applies it."""
+    layers, hidden = core.num_layers, core.hidden_size
+    batch = (ids if ids is not None else x).size(1)
     if state is None:
         zeros = torch.zeros(layers, batch, hidden, device=x.device)
         state = (zeros, zeros)
-    inputs, h_last, c_last = x.to(torch.bfloat16).contiguous(), [], []
+    h_last, c_last = [], []
+    out = x
     for layer in range(layers):
-        if layer > 0:
-            inputs = dropout(inputs, p_dropout, training)
-        inputs, h, c = _LSTMLayer.apply(inputs, weights[f"weight_ih_l{layer}"], weights[f"weight_hh_l{layer}"],
-                                        weights[f"bias_ih_l{layer}"], weights[f"bias_hh_l{layer}"],
-                                        state[0][layer], state[1][layer])
+        w_ih = weights[f"weight_ih_l{layer}"]
+        if layer == 0 and ids is not None:
+            gates, rows = input_table(x, w_ih), ids.contiguous()
+        else:
+            gates, rows = project(dropout(out, p_dropout, training) if layer > 0 else out, w_ih), None
+        out, h, c = _LSTMLayer.apply(gates, rows, weights[f"weight_hh_l{layer}"], weights[f"bias_ih_l{layer}"],
+                                     weights[f"bias_hh_l{layer}"], state[0][layer], state[1][layer])
         h_last.append(h)
         c_last.append(c)
-    return inputs, (torch.stack(h_last), torch.stack(c_last))
+    return out, (torch.stack(h_last), torch.stack(c_last))
+
+
+def project(x: torch.Tensor, w_ih: torch.Tensor) -> torch.Tensor:
+    """x [time, batch, inputs] -> x @ w_ih^T [time, batch, 4 * hidden] in bf16, one product over
+    the window."""
+    steps, batch, _ = x.shape
+    flat = x.to(torch.bfloat16).reshape(steps * batch, -1)
+    return torch.mm(flat, w_ih.to(torch.bfloat16).t()).view(steps, batch, -1)
+
+
+def input_table(embedding: torch.Tensor, w_ih: torch.Tensor) -> torch.Tensor:
+    """The first layer's input projection of every symbol, [vocab, 4 * hidden] bf16. An input is
+    a row of the embedding, so its projection is a row of this table: looked up, it spares the
+    three largest products of a window's first layer (the projection, and the input and weight
+    gradients, each time x batch x 4 * hidden x hidden), and the table's gradient is summed in
+    the kernel by symbol, in fp32, as the bias's is."""
+    return torch.mm(embedding.to(torch.bfloat16), w_ih.to(torch.bfloat16).t())
 
 
 def _pack(w: torch.Tensor) -> torch.Tensor:
     """[K, N] -> the tiles' layout for the right operand: [N / 16][K / 2][16][2]."""
     k, n = w.shape
     return w.reshape(k // 2, 2, n // 16, 16).permute(2, 0, 3, 1).contiguous()
+
+
+def _ids_address(ids: torch.Tensor | None) -> int | None:
+    return None if ids is None else _address(ids, torch.int64)
 
 
 def _address(tensor: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> int:
@@ -82,34 +110,36 @@ class _LSTMLayer(torch.autograd.Function):
     """One layer over a window; see the module docstring and lstm_amx.c."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+    def forward(ctx, x_gates: torch.Tensor, ids: torch.Tensor | None, w_hh: torch.Tensor, b_ih: torch.Tensor,
                 b_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x [time, batch, inputs] bf16; h0, c0 [batch, hidden] fp32. Returns h [time, batch,
-        hidden] bf16, and the last h and c in fp32."""
+        """x_gates [time, batch, 4 * hidden] bf16, the input projection (no bias), or with ids
+        [time, batch] int64 the table of projections they index; h0, c0 [batch, hidden] fp32.
+        Returns h [time, batch, hidden] bf16, and the last h and c in fp32."""
         ctx.set_materialize_grads(False)
-        steps, batch, _ = x.shape
+        steps, batch = (ids if ids is not None else x_gates).shape[:2]
         hidden = w_hh.size(1)
-        w_ih, w_hh = w_ih.to(torch.bfloat16), w_hh.to(torch.bfloat16)
+        w_hh = w_hh.to(torch.bfloat16)
         bias = (b_ih.float() + b_hh.float()).contiguous()
-        x_gates = torch.mm(x.view(steps * batch, -1), w_ih.t())
-        acts = x.new_empty((steps, batch, 4 * hidden), dtype=torch.float16)
-        c = x.new_empty((steps, batch, hidden), dtype=torch.float32)
-        h = x.new_empty((steps, batch, hidden))
+        x_gates = x_gates.contiguous()
+        acts = x_gates.new_empty((steps, batch, 4 * hidden), dtype=torch.float16)
+        c = x_gates.new_empty((steps, batch, hidden), dtype=torch.float32)
+        h = x_gates.new_empty((steps, batch, hidden))
         h0_bf16, c0 = h0.to(torch.bfloat16).contiguous(), c0.float().contiguous()
         w_packed = _pack(w_hh.t())
         failed = native.amx_library().charrnn_amx_lstm_forward(
-            steps, batch, hidden, native.threads(hidden // 16), _address(x_gates), _address(w_packed),
+            steps, batch, hidden, native.threads(hidden // 16), _address(x_gates), _ids_address(ids),
+            _address(w_packed),
             _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32), acts.data_ptr(),
             c.data_ptr(), h.data_ptr())
         if failed:
             raise MemoryError("lstm_amx.c could not allocate its buffers")
-        ctx.save_for_backward(x, w_ih, w_hh, acts, c, h, h0_bf16, c0)
+        ctx.save_for_backward(ids, x_gates if ids is not None else None, w_hh, acts, c, h, h0_bf16, c0)
         return h, h[-1].float(), c[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor | None, grad_h_last: torch.Tensor | None,
                  grad_c_last: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        x, w_ih, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
+        ids, table, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
         steps, batch, hidden = c.shape
         grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(torch.bfloat16).contiguous()
         # Leave as the gradients of h0 and c0.
@@ -117,19 +147,18 @@ class _LSTMLayer(torch.autograd.Function):
         dc = torch.zeros_like(c[0]) if grad_c_last is None else grad_c_last.float().clone().contiguous()
         d_gates = h.new_empty((steps, batch, 4 * hidden))
         grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
+        grad_table = c.new_zeros(table.shape) if ids is not None else None  # likewise, by symbol
         w_packed = _pack(w_hh)
         failed = native.amx_library().charrnn_amx_lstm_backward(
             steps, batch, hidden, native.threads(hidden // 16), acts.data_ptr(), c.data_ptr(),
             _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
-            _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr())
+            _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(), _ids_address(ids),
+            grad_table.data_ptr() if grad_table is not None else None)
         if failed:
             raise MemoryError("lstm_amx.c could not allocate its buffers")
-        d_flat = d_gates.view(steps * batch, 4 * hidden)
-        needs = ctx.needs_input_grad
-        grad_x = torch.mm(d_flat, w_ih).view(x.shape) if needs[0] else None
-        grad_w_ih = torch.mm(d_flat.t(), x.view(steps * batch, -1)).float() if needs[1] else None
+        grad_x = grad_table.to(torch.bfloat16) if ids is not None else d_gates
         grad_w_hh = None
-        if needs[2]:
+        if ctx.needs_input_grad[2]:
             h_prev = torch.cat([h0.unsqueeze(0), h[:-1]]).view(steps * batch, hidden)
-            grad_w_hh = torch.mm(d_flat.t(), h_prev).float()
-        return grad_x, grad_w_ih, grad_w_hh, grad_b, grad_b, dh, dc
+            grad_w_hh = torch.mm(d_gates.view(steps * batch, 4 * hidden).t(), h_prev).float()
+        return grad_x, None, grad_w_hh, grad_b, grad_b, dh, dc

@@ -80,9 +80,10 @@ class CharRNN(nn.Module):
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids [batch, time] -> logits [batch, time, vocab], new state."""
         if self._trains_by_hand(ids):
-            # Time-major inside: each time step's rows are then one contiguous block.
-            out, new_state = lstm_train.stacked_lstm(self.core, self._recurrent_weights(), self.embed(ids.t()),
-                                                     state, self.config.dropout, self.training)
+            # Time-major inside: each time step's rows are then one contiguous block. The first
+            # layer looks its inputs' projections up by id rather than embed and project them.
+            out, new_state = lstm_train.stacked_lstm(self.core, self._recurrent_weights(), self.embed.weight,
+                                                     state, self.config.dropout, self.training, ids=ids.t())
             return self.head(dropout(out, self.config.dropout, self.training)).transpose(0, 1), new_state
         x = self.embed(ids)
         if state is None:

@@ -155,10 +155,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.charrnn_amx_init.argtypes = []
     lib.charrnn_amx_init.restype = ctypes.c_int
-    # (steps, batch, hidden, threads, x_gates, w_packed, bias, h0, c0, acts, c, h)
-    lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8
+    # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
+    lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
     lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # -1: out of memory
-    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias)
-    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
+    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias, ids, d_table)
+    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 11
     lib.charrnn_amx_lstm_backward.restype = ctypes.c_int  # -1: out of memory
     return lib

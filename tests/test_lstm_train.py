@@ -99,6 +99,26 @@ def test_the_model_trains_through_amx_only_where_it_fits(amx):
     assert abs(by_hand.item() - fused.item()) < 0.01
 
 
+def test_the_models_gradients_on_the_amx_path_match_fp32(amx):
+    """The first layer looks its inputs' projections up by id (lstm_train.input_table), and the
+    kernel sums their gradient by symbol: every parameter's gradient, the embedding's and the
+    first input weights' included, agrees with the fp32 model through nn.LSTM."""
+    torch.manual_seed(2)
+    model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
+    ids = torch.randint(0, 40, (32, 30))
+    grads = {}
+    for by_hand in (True, False):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=by_hand):
+            assert model._trains_by_hand(ids) == by_hand
+            loss = loss_fn(model(ids[:, :-1])[0], ids[:, 1:])
+        loss.backward()
+        grads[by_hand] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    assert {"embed.weight", "core.weight_ih_l0"} <= set(grads[True])
+    for name, want in grads[False].items():
+        assert relative_error(grads[True][name], want) < 0.02, name
+
+
 def test_weight_drop_reaches_the_recurrent_weights_on_the_amx_path(amx):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5))
