@@ -8,7 +8,9 @@ product has to wait for the previous time step, so each layer here:
 
 - computes the input projection of the whole window as one product (oneDNN, `torch.mm`)
   before the recurrence, and the input gradient and both weight gradients as one product each
-  after it;
+  after it; the first layer, whose inputs are rows of the embedding, instead looks each
+  character's projection up in a [vocab, 4 * hidden] table and sums its gradient by
+  character in the kernel, which spares it three of those products;
 - runs the recurrence itself, forward or backward, in one call to lstm_amx.c: per time step
   a few tile instructions per block of 16 units and the gate arithmetic beside them.
 
