@@ -174,8 +174,8 @@ static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *
  * units instead put every access 1-4 KB from the last, and those addresses share cache
  * sets, which cost more than the arithmetic. */
 int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, const uint16_t *x_gates,
-                             const int64_t *ids, const uint16_t *w_packed, const float *bias, const uint16_t *h0, const float *c0,
-                             uint16_t *acts, float *c, uint16_t *h) {
+                             const int64_t *ids, const uint16_t *w_packed, const float *bias, const uint16_t *h0,
+                             const float *c0, uint16_t *acts, float *c, uint16_t *h) {
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;

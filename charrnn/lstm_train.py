@@ -65,7 +65,7 @@ def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tenso
     for layer in range(layers):
         w_ih = weights[f"weight_ih_l{layer}"]
         if layer == 0 and ids is not None:
-            gates, rows = input_table(x, w_ih), ids.contiguous()
+            gates, rows = input_table(x, w_ih), _checked_ids(ids, x.size(0))
         else:
             gates, rows = project(dropout(out, p_dropout, training) if layer > 0 else out, w_ih), None
         out, h, c = _LSTMLayer.apply(gates, rows, weights[f"weight_hh_l{layer}"], weights[f"bias_ih_l{layer}"],
@@ -96,6 +96,13 @@ def _pack(w: torch.Tensor) -> torch.Tensor:
     """[K, N] -> the tiles' layout for the right operand: [N / 16][K / 2][16][2]."""
     k, n = w.shape
     return w.reshape(k // 2, 2, n // 16, 16).permute(2, 0, 3, 1).contiguous()
+
+
+def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    # The kernel reads table rows by these ids unchecked; nn.Embedding would raise here.
+    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < vocab):
+        raise IndexError(f"ids must lie in [0, {vocab}) to index the input table")
+    return ids.to(torch.int64).contiguous()
 
 
 def _ids_address(ids: torch.Tensor | None) -> int | None:
@@ -130,18 +137,18 @@ class _LSTMLayer(torch.autograd.Function):
         w_packed = _pack(w_hh.t())
         failed = native.amx_library().charrnn_amx_lstm_forward(
             steps, batch, hidden, native.threads(hidden // 16), _address(x_gates), _ids_address(ids),
-            _address(w_packed),
-            _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32), acts.data_ptr(),
-            c.data_ptr(), h.data_ptr())
+            _address(w_packed), _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32),
+            acts.data_ptr(), c.data_ptr(), h.data_ptr())
         if failed:
             raise MemoryError("lstm_amx.c could not allocate its buffers")
-        ctx.save_for_backward(ids, x_gates if ids is not None else None, w_hh, acts, c, h, h0_bf16, c0)
+        ctx.table_shape = x_gates.shape if ids is not None else None
+        ctx.save_for_backward(ids, w_hh, acts, c, h, h0_bf16, c0)
         return h, h[-1].float(), c[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor | None, grad_h_last: torch.Tensor | None,
                  grad_c_last: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        ids, table, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
+        ids, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
         steps, batch, hidden = c.shape
         grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(torch.bfloat16).contiguous()
         # Leave as the gradients of h0 and c0.
@@ -149,7 +156,7 @@ class _LSTMLayer(torch.autograd.Function):
         dc = torch.zeros_like(c[0]) if grad_c_last is None else grad_c_last.float().clone().contiguous()
         d_gates = h.new_empty((steps, batch, 4 * hidden))
         grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
-        grad_table = c.new_zeros(table.shape) if ids is not None else None  # likewise, by symbol
+        grad_table = c.new_zeros(ctx.table_shape) if ids is not None else None  # likewise, by symbol
         w_packed = _pack(w_hh)
         failed = native.amx_library().charrnn_amx_lstm_backward(
             steps, batch, hidden, native.threads(hidden // 16), acts.data_ptr(), c.data_ptr(),

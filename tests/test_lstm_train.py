@@ -117,6 +117,9 @@ def test_the_models_gradients_on_the_amx_path_match_fp32(amx):
     assert {"embed.weight", "core.weight_ih_l0"} <= set(grads[True])
     for name, want in grads[False].items():
         assert relative_error(grads[True][name], want) < 0.02, name
+    # The kernel reads the table unchecked, so ids outside it are refused first, as nn.Embedding does.
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(IndexError, match=r"\[0, 40\)"):
+        model(ids % 40 + 40 * (ids == 0))
 
 
 def test_weight_drop_reaches_the_recurrent_weights_on_the_amx_path(amx):
