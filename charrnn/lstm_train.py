@@ -100,7 +100,7 @@ def _pack(w: torch.Tensor) -> torch.Tensor:
 
 def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     # The kernel reads table rows by these ids unchecked; nn.Embedding would raise here.
-    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < vocab):
+    if ids.numel() and not (0 <= int((bounds := torch.aminmax(ids)).min) and int(bounds.max) < vocab):
         raise IndexError(f"ids must lie in [0, {vocab}) to index the input table")
     return ids.to(torch.int64).contiguous()
 
