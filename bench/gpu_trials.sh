@@ -6,7 +6,9 @@
 #     bench/gpu_trials.sh 5m CORPUS OUTDIR "CHARRNN_TRAIN_DROPOUT=0.6" "CHARRNN_TRAIN_LR=1e-3 CHARRNN_TRAIN_MAX_EPOCHS=24"
 #
 # Each trial's JSON lands in OUTDIR as quality-BUDGET-DEVICE-<options>.json, naming the
-# trials it ran beside; copy them to bench/results/trials/ for report.py.
+# trials it ran beside; copy them to bench/results/trials/ for report.py. The defaults run
+# beside them as a control ("defaults"): trials sharing a GPU reach each epoch later than a
+# run alone, so they compare only with a run that shared it the same way.
 set -u
 budget=${1:?usage: bench/gpu_trials.sh BUDGET CORPUS OUTDIR "OPTIONS" ...}
 corpus=${2:?usage: bench/gpu_trials.sh BUDGET CORPUS OUTDIR "OPTIONS" ...}
@@ -18,8 +20,9 @@ export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 device=${DEVICE:-cuda}  # DEVICE=cpu tries the script where no GPU is
 names=()
-for trial in "$@"; do
+for trial in "" "$@"; do
     name=$(echo "$trial" | tr ' ' '\n' | sed 's/^CHARRNN_TRAIN_//' | tr 'A-Z' 'a-z' | sort | tr -d '=' | paste -sd-)
+    name=${name:-defaults}
     names+=("quality-$budget-$device-$name.json")
     # shellcheck disable=SC2086  # the trial's assignments are separate words on purpose
     env $trial "$python" bench/quality.py --time "$budget" --device "$device" --corpus "$corpus" \

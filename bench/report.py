@@ -180,7 +180,9 @@ def trials_table() -> None:
     print("|---|---|---|---|---|---|---|")
     for t in trials:
         best = next((m for m in t["metrics"] if m["step"] == t["steps"]), {})
-        options = ", ".join(f"{k.removeprefix('CHARRNN_TRAIN_').lower()} {v}" for k, v in t["train_args"].items())
+        args = t["train_args"]
+        options = (", ".join(f"{k.removeprefix('CHARRNN_TRAIN_').lower()} {v}" for k, v in args.items())
+                   if isinstance(args, dict) else "none: the defaults, as the trials' control")
         print(f"| {options} | {t['budget']} | {t['val_loss']:.4f} | {t['steps']:,}, {best.get('epoch', 0):.1f} | "
               f"{t['metrics'][-1]['step']:,}, {t['train_wall_s']:.0f} s | {t['date']} | {t['device_name']} |")
 
