@@ -166,7 +166,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
               help="DropConnect on the recurrent weights.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Parallel streams.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT window, chars.")
-@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=3e-3, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=1.2e-2, show_default=True,
               help="Peak learning rate.")
 @click.option("--min-lr-frac", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Final learning rate as a fraction of the peak.")
