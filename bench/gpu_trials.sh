@@ -3,7 +3,7 @@
 # them one after another): each trial is a set of CHARRNN_TRAIN_* assignments given to
 # bench/quality.py, and all of them run side by side on the one GPU, sharing its time.
 #
-#     bench/gpu_trials.sh 5m CORPUS OUTDIR "CHARRNN_TRAIN_DROPOUT=0.6" "CHARRNN_TRAIN_LR=1e-3 CHARRNN_TRAIN_MAX_EPOCHS=24"
+#     bench/gpu_trials.sh 5m CORPUS OUTDIR "CHARRNN_TRAIN_LR=4e-3" "CHARRNN_TRAIN_LR=8e-3 CHARRNN_TRAIN_DROPOUT=0.6"
 #
 # Each trial's JSON lands in OUTDIR as quality-BUDGET-DEVICE-<options>.json, naming the
 # trials it ran beside; copy them to bench/results/trials/ for report.py. The defaults run
