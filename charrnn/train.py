@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 16
     seq_len: int = 64
     # A high peak rate regularises a model that would otherwise overfit the corpus, and the
-    # weight average (ema_decay) removes the noise it leaves: 1.2e-2 beat 3e-3 by 0.05 nats
+    # weight average (ema_decay) removes the noise it leaves: 1.2e-2 beat 3e-3 by 0.04-0.05 nats
     # in 10 minutes (bench/README.md).
     lr: float = 1.2e-2
     min_lr_frac: float = 0.1
