@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import date
@@ -74,3 +75,15 @@ def write_json(name: str, payload: dict, out: str | None) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    """The real command line, echoed to stderr; its stdout returned as text when captured."""
+    command = [sys.executable, "-m", "charrnn", *args]
+    print("$ charrnn " + " ".join(args), file=sys.stderr, flush=True)
+    return subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE if capture else None)
+
+
+def run_metrics(checkpoint_dir: Path) -> list[dict]:
+    """The validation records of the run whose checkpoints are in `checkpoint_dir`."""
+    return torch.load(checkpoint_dir / "latest.pt", weights_only=True)["metrics"]

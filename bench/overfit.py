@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, device_name, print_table, write_json  # noqa: E402
+from bench.common import SHAKESPEARE, charrnn, device_name, print_table, run_metrics, write_json  # noqa: E402
 
 SCHEDULE = ["--plateau-decay", "0.5", "--eval-every", "100"]
 # Beside the defaults and a cosine decay fitted to end at their best step (run first).
@@ -38,13 +37,11 @@ TRIALS = ["--dropout 0.3", "--batch-size 8", "--lr 3e-3", "--lr 6e-3", "--lr 2.4
 def run_trial(corpus: Path, options: str, max_steps: int, scratch: Path) -> dict:
     ckpt = scratch / f"trial{len(list(scratch.iterdir()))}"
     # Later options win in click, so a trial may override the schedule and the step budget.
-    command = [sys.executable, "-m", "charrnn", "train", str(corpus), "--device", "cpu", "-q",
-               "--checkpoint-dir", str(ckpt), "--max-steps", str(max_steps), *SCHEDULE, *shlex.split(options)]
-    print("$ " + shlex.join(command[2:]), file=sys.stderr, flush=True)
     start = time.monotonic()
-    subprocess.run(command, check=True)
+    charrnn("train", str(corpus), "--device", "cpu", "-q", "--checkpoint-dir", str(ckpt),
+            "--max-steps", str(max_steps), *SCHEDULE, *shlex.split(options), capture=False)
     wall = time.monotonic() - start
-    metrics = torch.load(ckpt / "latest.pt", weights_only=True)["metrics"]
+    metrics = run_metrics(ckpt)
     best = min(metrics, key=lambda m: m["val_loss"])
     return {"options": options or "(CPU defaults)", "best_val_loss": round(best["val_loss"], 4),
             "best_step": best["step"], "best_epoch": round(best["epoch"], 1), "steps_run": metrics[-1]["step"],

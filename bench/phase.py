@@ -15,7 +15,6 @@ fraction of the epoch at which they were taken.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, device_name, print_table, write_json  # noqa: E402
+from bench.common import SHAKESPEARE, charrnn, device_name, print_table, run_metrics, write_json  # noqa: E402
 
 BINS = 5
 
@@ -52,10 +51,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(args.run) if args.run else Path(scratch) / "ck"
         if not args.run:
-            subprocess.run([sys.executable, "-m", "charrnn", "train", args.corpus, "--device", "cpu", "-q",
-                            "--checkpoint-dir", str(run), "--max-steps", str(args.steps), "--eval-every", "100"],
-                           check=True)
-        metrics = torch.load(run / "latest.pt", weights_only=True)["metrics"]
+            charrnn("train", args.corpus, "--device", "cpu", "-q", "--checkpoint-dir", str(run),
+                    "--max-steps", str(args.steps), "--eval-every", "100", capture=False)
+        metrics = run_metrics(run)
 
     keys = [k for k in ("val_loss_trained", "val_loss_averaged", "val_loss") if k in metrics[0]]
     rows = [{"weights": k.removeprefix("val_loss_") if k != "val_loss" else "checkpointed",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,14 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, device_name, print_table, write_json  # noqa: E402
+from bench.common import SHAKESPEARE, charrnn, device_name, print_table, run_metrics, write_json  # noqa: E402
 from charrnn.runtime import pick_device  # noqa: E402
-
-
-def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "charrnn", *args]
-    print("$ charrnn " + " ".join(args), file=sys.stderr, flush=True)
-    return subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE if capture else None)
 
 
 def main() -> None:
@@ -63,7 +56,7 @@ def main() -> None:
         info = json.loads(charrnn("info", "--checkpoint-dir", str(ckpt), "--json").stdout)
         sample = charrnn("sample", "--checkpoint-dir", str(ckpt), "--temp", "0.8", "--length", "600",
                          "--seed", "0").stdout
-        metrics = __import__("torch").load(ckpt / "latest.pt", weights_only=True)["metrics"]
+        metrics = run_metrics(ckpt)
 
     row = {
         "budget": args.time, "device": args.device or "auto",
