@@ -189,7 +189,8 @@ class Trainer:
                 f"× (--seq-len {config.seq_len} + 1) needs {need:,} for training plus a validation split "
                 f"of at least 2 (--val-frac {config.val_frac}); use a longer corpus or smaller sizes"
             )
-        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len, world.rows(config.batch_size))
+        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len, world.rows(config.batch_size),
+                                     seed=config.seed)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
         )
@@ -263,7 +264,7 @@ class Trainer:
             "schedule": {"step": self.step, "elapsed": self.elapsed, "lr": self.learning_rate(),
                          "lr_scale": self.lr_scale},
             "step": self.step,
-            "data_position": {"epoch": pos.epoch, "window": pos.window},
+            "data_position": {"epoch": pos.epoch, "window": pos.window, "offset": pos.offset},
             "hidden": [self.world.gather_rows(h) for h in self.state] if self.state is not None else None,
             "rng": rng_state(),
             "metrics": self.metrics,
@@ -292,6 +293,8 @@ class Trainer:
             self.metrics = list(d["metrics"])
             self.batcher.position.epoch = int(d["data_position"]["epoch"])
             self.batcher.position.window = int(d["data_position"]["window"])
+            # Checkpoints from before epochs were rotated read the unrotated layout.
+            self.batcher.position.offset = int(d["data_position"].get("offset", 0))
             hidden = d["hidden"]
             same_shape = hidden is not None and tuple(hidden[0].shape[1:2]) == (self.config.batch_size,)
             rows = self.world.rows(self.config.batch_size)

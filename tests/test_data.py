@@ -40,3 +40,41 @@ def test_eval_streams_score_every_target_once():
         assert scored == list(range(1, n))
         for ctx, score, _ in spans:
             assert 0 <= ctx <= score - 1 and score - 1 - ctx <= burn
+
+
+def test_a_seed_rotates_each_epoch_and_streams_stay_contiguous_across_the_wrap():
+    n, batch, seq = 1000, 4, 10
+    b = StreamBatcher(torch.arange(n), batch_size=batch, seq_len=seq, seed=7)
+    offsets = []
+    for _ in range(3):
+        windows = [b.next() for _ in range(b.windows_per_epoch)]
+        assert windows[0][2] and not any(w[2] for w in windows[1:])
+        offsets.append(b.position.offset)
+        x = torch.cat([w[0] for w in windows], dim=1)
+        y = torch.cat([w[1] for w in windows], dim=1)
+        # Each row reads one run of consecutive characters, wrapping from the text's end to
+        # its start, so the state carried from window to window is still the right one.
+        assert torch.equal(y, (x + 1) % n)
+        assert torch.equal(x[:, 1:], (x[:, :-1] + 1) % n)
+        assert torch.equal(x[:, 0], (b.position.offset + torch.arange(batch) * (n // batch)) % n)
+    assert len(set(offsets)) == 3  # the boundaries move from epoch to epoch
+    again = StreamBatcher(torch.arange(n), batch_size=batch, seq_len=seq, seed=7)
+    assert [again.epoch_offset(e) for e in range(3)] == offsets  # drawn from seed and epoch alone
+    assert StreamBatcher(torch.arange(n), batch_size=batch, seq_len=seq, seed=8).epoch_offset(0) != offsets[0]
+
+
+def test_a_rotated_position_restores_and_rank_rows_share_the_global_batch():
+    def batcher(rows=slice(None)):
+        return StreamBatcher(torch.arange(500), batch_size=4, seq_len=9, rows=rows, seed=3)
+
+    b = batcher()
+    for _ in range(b.windows_per_epoch + 5):  # into the second epoch
+        b.next()
+    c = batcher()
+    c.position.epoch, c.position.window, c.position.offset = b.position.epoch, b.position.window, b.position.offset
+    halves = [batcher(slice(0, 2)), batcher(slice(2, 4))]
+    for h in halves:
+        h.position.epoch, h.position.window, h.position.offset = c.position.epoch, c.position.window, c.position.offset
+    expected = b.next()[0]
+    assert torch.equal(c.next()[0], expected)
+    assert torch.equal(torch.cat([h.next()[0] for h in halves]), expected)

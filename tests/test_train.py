@@ -172,6 +172,17 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     assert resumed.step == 160 and resumed.run().step == 170
 
 
+def test_resume_keeps_the_epochs_rotation_and_older_checkpoints_keep_the_unrotated_layout(tmp_path):
+    first = make_trainer(tmp_path, max_steps=5)
+    first.run()
+    saved = checkpoint.load(tmp_path / "latest.pt")
+    offset = saved.data["data_position"]["offset"]
+    assert offset == first.batcher.epoch_offset(0) != 0
+    assert make_trainer(tmp_path, resume=saved, max_steps=10).batcher.position.offset == offset
+    del saved.data["data_position"]["offset"]  # as written before epochs were rotated
+    assert make_trainer(tmp_path, resume=saved, max_steps=10).batcher.position.offset == 0
+
+
 def test_resume_options_keep_the_run_and_reject_changes():
     stored = {"hidden": 256, "lr": 2e-3, "max_steps": 100, "eval_every": 250}
     given = {"hidden": 512, "lr": 2e-3, "max_steps": 500, "eval_every": 100}
