@@ -77,11 +77,16 @@ def write_json(name: str, payload: dict, out: str | None) -> Path:
     return path
 
 
-def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
-    """The real command line, echoed to stderr; its stdout returned as text when captured."""
-    command = [sys.executable, "-m", "charrnn", *args]
+def charrnn_command(*args: str) -> list[str]:
+    """The real command line, as this Python runs it; echoed to stderr."""
     print("$ charrnn " + " ".join(args), file=sys.stderr, flush=True)
-    return subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE if capture else None)
+    return [sys.executable, "-m", "charrnn", *args]
+
+
+def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    """Runs the real command line; its stdout returned as text when captured."""
+    return subprocess.run(charrnn_command(*args), check=True, text=True,
+                          stdout=subprocess.PIPE if capture else None)
 
 
 def run_metrics(checkpoint_dir: Path) -> list[dict]:

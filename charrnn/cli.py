@@ -102,6 +102,21 @@ precision_option = click.option(
     help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that multiply it "
          "natively (AMX).")
 
+
+
+def _threads_callback(ctx, param, value):
+    if value is not None:
+        from .runtime import use_threads
+
+        use_threads(value)
+
+
+# Shared by train, sample and eval; applied while the options are parsed.
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), callback=_threads_callback, expose_value=False,
+    help="CPU threads for the matrix products and kernels. [default: one per core] On cores other programs "
+         "keep busy, fewer can be several times faster (README, 'Sharing the CPU').")
+
 # torch.manual_seed takes seeds in [-2**63, 2**64 - 1] and raises on anything else.
 TORCH_SEED = click.IntRange(-(2**63), 2**64 - 1)
 
@@ -172,7 +187,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
               help="Final learning rate as a fraction of the peak.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.1, show_default=True)
-@click.option("--ema-decay", type=FiniteFloatRange(0, 1, max_open=True), default=0.995, show_default=True,
+@click.option("--ema-decay", type=FiniteFloatRange(0, 1, max_open=True), default=0.999, show_default=True,
               help="Also validate a moving average of the weights, and save it when it scores lower (0: off).")
 @click.option("--plateau-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Multiply the learning rate by this whenever a validation fails to improve, and stop once it "
@@ -191,6 +206,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
 @device_option
 @precision_option
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
@@ -205,7 +221,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
 
     \b
       --layers 3 --hidden 1024 --dropout 0.5 --batch-size 128 --seq-len 128
-      --lr 0.002 --eval-every 250 --plateau-decay 0.5
+      --lr 0.002 --eval-every 250 --plateau-decay 0.5 --ema-decay 0.995
 
     CORPUS is encoded once into a token file in the cache and memory-mapped, so
     corpora larger than memory train in constant memory. Under torchrun, each
@@ -254,6 +270,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
               help="Samples generated together as one batch.")
 @click.option("--stop", help="End a sample once it has generated this string.")
 @click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Printed between samples.")
+@threads_option
 def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, prime, prime_file, no_echo_prime,
            seed, num_samples, stop, separator) -> None:
     """Generate text from a trained model, streamed to stdout.
@@ -303,6 +320,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
               help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
 @device_option
 @precision_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_EVAL_JSON", help="Print one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, precision,

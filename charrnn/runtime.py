@@ -35,6 +35,18 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
+def use_threads(count: int) -> None:
+    """Threads for torch's CPU operators and charrnn's C kernels, which read torch's setting.
+
+    The kernels wait for each other at every time step, so a thread that another program
+    has pushed off its core stalls the rest: with one busy program beside a 2-thread run on 2
+    cores, training fell from 27.8 to 8.5 steps a second, while 1 thread kept 21 (README,
+    "Sharing the CPU"). Results differ in the last bits between thread counts (torch splits
+    its sums by thread), so a run repeats exactly only with the same count.
+    """
+    torch.set_num_threads(count)
+
+
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `device` (None: full precision).
 

@@ -2,12 +2,13 @@ import json
 import math
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from charrnn import __version__, checkpoint
 from charrnn.cli import cli, parse_duration
 
-from .conftest import TINY
+from .conftest import TINY, torch_threads
 
 COMMANDS = ["corpus", "train", "sample", "eval", "info"]
 
@@ -194,3 +195,15 @@ def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):
     assert figures["bf16"]["loss"] == pytest.approx(figures["fp32"]["loss"], abs=0.02)
     bad = invoke("eval", str(corpus_file), "--checkpoint", str(ckpt), "--precision", "fp16")
     assert bad.exit_code == 2 and "fp16" in bad.stderr
+
+
+def test_threads_option_sets_torchs_threads_for_sample_and_eval(trained_dir, corpus_file, monkeypatch):
+    with torch_threads(1):
+        result = invoke("sample", "--checkpoint", str(trained_dir), "--length", "20", "--seed", "1", "--threads", "2")
+        assert result.exit_code == 0 and torch.get_num_threads() == 2
+        monkeypatch.setenv("CHARRNN_EVAL_THREADS", "3")  # click's automatic environment variable
+        result = invoke("eval", str(corpus_file), "--checkpoint", str(trained_dir), "--json")
+        assert result.exit_code == 0 and torch.get_num_threads() == 3
+    for command in (["train", str(corpus_file)], ["sample"], ["eval", str(corpus_file)]):
+        refused = invoke(*command, "--threads", "0")
+        assert refused.exit_code == 2 and "--threads" in refused.stderr, command
