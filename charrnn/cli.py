@@ -103,7 +103,6 @@ precision_option = click.option(
          "natively (AMX).")
 
 
-
 def _threads_callback(ctx, param, value):
     if value is not None:
         from .runtime import use_threads

@@ -38,11 +38,12 @@ def _mps_available() -> bool:
 def use_threads(count: int) -> None:
     """Threads for torch's CPU operators and charrnn's C kernels, which read torch's setting.
 
-    The kernels wait for each other at every time step, so a thread that another program
-    has pushed off its core stalls the rest: with one busy program beside a 2-thread run on 2
-    cores, training fell from 27.8 to 8.5 steps a second, while 1 thread kept 21 (README,
-    "Sharing the CPU"). Results differ in the last bits between thread counts (torch splits
-    its sums by thread), so a run repeats exactly only with the same count.
+    The threads wait for each other at every time step of the kernels and at every torch
+    operator, so a thread that another program has pushed off its core stalls the rest: with
+    one busy program beside a 2-thread run on 2 cores, training fell from 38.3 to 11.7 steps a
+    second, while 1 thread kept 25.3 (bench/contention.py). Results differ in the last bits
+    between thread counts (torch splits some sums by thread), so a run repeats exactly only
+    with the same count.
     """
     torch.set_num_threads(count)
 
