@@ -89,6 +89,18 @@ def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE if capture else None)
 
 
+def latest_checkpoint(checkpoint_dir: Path) -> dict:
+    """The last checkpoint a bench run wrote in `checkpoint_dir`, as stored."""
+    return torch.load(checkpoint_dir / "latest.pt", weights_only=True)
+
+
 def run_metrics(checkpoint_dir: Path) -> list[dict]:
     """The validation records of the run whose checkpoints are in `checkpoint_dir`."""
-    return torch.load(checkpoint_dir / "latest.pt", weights_only=True)["metrics"]
+    return latest_checkpoint(checkpoint_dir)["metrics"]
+
+
+def corpus_slice(corpus: Path, chars: int, folder: Path) -> Path:
+    """The first `chars` characters of `corpus`, written to folder/slice.txt."""
+    piece = folder / "slice.txt"
+    piece.write_text(corpus.read_text(encoding="utf-8")[:chars], encoding="utf-8")
+    return piece

@@ -23,14 +23,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, charrnn_command, device_name, print_table, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHAKESPEARE,
+    charrnn_command,
+    corpus_slice,
+    device_name,
+    latest_checkpoint,
+    print_table,
+    write_json,
+)
 
 SLICE_CHARS = 300_000
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
 
 
 def steps_per_second(checkpoint_dir: Path) -> float:
-    saved = torch.load(checkpoint_dir / "latest.pt", weights_only=True)
+    saved = latest_checkpoint(checkpoint_dir)
     return saved["step"] / saved["elapsed"]
 
 
@@ -60,8 +68,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        corpus = scratch / "slice.txt"
-        corpus.write_text(Path(args.corpus).read_text(encoding="utf-8")[:SLICE_CHARS], encoding="utf-8")
+        corpus = corpus_slice(Path(args.corpus), SLICE_CHARS, scratch)
         runs_dir = scratch / "runs"
         runs_dir.mkdir()
         for setting in ("alone", "beside a busy process", "two side by side"):

@@ -27,7 +27,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, charrnn, device_name, print_table, run_metrics, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHAKESPEARE,
+    charrnn,
+    corpus_slice,
+    device_name,
+    print_table,
+    run_metrics,
+    write_json,
+)
 
 SCHEDULE = ["--plateau-decay", "0.5", "--eval-every", "100"]
 # Beside the defaults and a cosine decay fitted to end at their best step (run first).
@@ -63,8 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        piece = root / "slice.txt"
-        piece.write_text(corpus.read_text(encoding="utf-8")[: args.chars], encoding="utf-8")
+        piece = corpus_slice(corpus, args.chars, root)
         runs = root / "runs"
         runs.mkdir()
         control = run_trial(piece, "", args.max_steps, runs)

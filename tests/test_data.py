@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 
 from charrnn.data import StreamBatcher, eval_streams, split
@@ -71,10 +73,10 @@ def test_a_rotated_position_restores_and_rank_rows_share_the_global_batch():
     for _ in range(b.windows_per_epoch + 5):  # into the second epoch
         b.next()
     c = batcher()
-    c.position.epoch, c.position.window, c.position.offset = b.position.epoch, b.position.window, b.position.offset
+    c.position = dataclasses.replace(b.position)
     halves = [batcher(slice(0, 2)), batcher(slice(2, 4))]
     for h in halves:
-        h.position.epoch, h.position.window, h.position.offset = c.position.epoch, c.position.window, c.position.offset
+        h.position = dataclasses.replace(b.position)
     expected = b.next()[0]
     assert torch.equal(c.next()[0], expected)
     assert torch.equal(torch.cat([h.next()[0] for h in halves]), expected)
