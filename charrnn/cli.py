@@ -215,12 +215,8 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
     learning-rate schedule fits whichever budget ends first.
 
-    The defaults shown suit a CPU. On a CUDA GPU, options left at their default
-    take the GPU's:
-
-    \b
-      --layers 3 --hidden 1024 --dropout 0.5 --batch-size 128 --seq-len 128
-      --lr 0.002 --eval-every 250 --plateau-decay 0.5 --ema-decay 0.995
+    The defaults shown were measured on tiny-shakespeare (bench/README.md) and
+    are the same on every device.
 
     CORPUS is encoded once into a token file in the cache and memory-mapped, so
     corpora larger than memory train in constant memory. Under torchrun, each

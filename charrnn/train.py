@@ -81,19 +81,17 @@ FIXED_ON_RESUME = (
 OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.0}
 
 
-# Defaults that differ by device, where measurement or the device's speed call for it. The
-# CPU's are the click options' own. A GPU trains the CPU's 2x256 model through a corpus like
-# tiny-shakespeare tens of times a minute and overfits within the first minute, so it gets a
-# larger, more strongly regularised model whose learning rate follows validation. Chosen before
-# any GPU run; on an H200 it reached 1.3921 in a 5-minute budget, and six variations of
-# dropout, weight drop and learning rate did worse (bench/README.md). Not tuned further yet:
-# on the CPU a higher peak rate was the strongest lever once a model overfits (bench/overfit.py),
-# so that is the next GPU trial. The weight average keeps the decay it was measured with: these
-# runs end within 2,500 steps, where the average's warm-up sets its decay (0.993-0.996) anyway.
-DEVICE_DEFAULTS: dict[str, dict] = {
-    "cuda": {"layers": 3, "hidden": 1024, "dropout": 0.5, "batch_size": 128, "seq_len": 128, "lr": 2e-3,
-             "eval_every": 250, "plateau_decay": 0.5, "ema_decay": 0.995},
-}
+# Defaults that differ by device, where a measurement on that device calls for it; the CPU's
+# are the click options' own. None differ now. CUDA had its own (3x1024, dropout 0.5, batch
+# 128 x 128, peak rate 2e-3, plateau rule) until the thirteenth session: they overfit
+# tiny-shakespeare within a minute and reached 1.3921 in a 5-minute budget on an H200, and
+# six variations did no better. The CPU's 2x256 defaults reach 1.3699 in 18,000 steps with the
+# schedule fitted to them, and on that H200 charrnn's 2x256 step ran 60 steps/s at batch
+# 64 x 128, more work per step than the default 16 x 64: so a 5-minute GPU run of the CPU's
+# defaults takes about 18,000 steps at the least (less validation's time). Inferred from
+# those measurements, not yet measured on a GPU (bench/README.md, "GPU defaults"); a
+# GPU-only default goes here once one is.
+DEVICE_DEFAULTS: dict[str, dict] = {}
 
 
 def with_device_defaults(options: dict, explicit: set[str], device_type: str) -> dict:

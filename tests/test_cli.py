@@ -155,10 +155,9 @@ def test_train_defaults_are_the_configs_defaults():
 def test_device_defaults_replace_only_the_options_left_at_their_default(tmp_path, corpus_file, monkeypatch):
     from charrnn import train as train_module
 
-    gpu = train_module.DEVICE_DEFAULTS["cuda"]
     help_text = " ".join(invoke("train", "--help").stdout.split())
-    for name, value in gpu.items():  # the help spells them out: a test keeps it true
-        assert f"--{name.replace('_', '-')} {value:g}" in help_text, name
+    # The help says whether the defaults depend on the device: a test keeps it true.
+    assert ("same on every device" in help_text) == (not train_module.DEVICE_DEFAULTS)
     # Which device's defaults apply is the session's choice; here the CPU is given some.
     monkeypatch.setitem(train_module.DEVICE_DEFAULTS, "cpu", {"hidden": 40, "layers": 2, "seq_len": 24})
     ckpt = tmp_path / "ck"
