@@ -23,7 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHAKESPEARE, charrnn, device_name, print_table, run_metrics, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHAKESPEARE,
+    charrnn,
+    device_name,
+    latest_checkpoint,
+    print_table,
+    write_json,
+)
 from charrnn.runtime import pick_device  # noqa: E402
 
 
@@ -56,7 +63,7 @@ def main() -> None:
         info = json.loads(charrnn("info", "--checkpoint-dir", str(ckpt), "--json").stdout)
         sample = charrnn("sample", "--checkpoint-dir", str(ckpt), "--temp", "0.8", "--length", "600",
                          "--seed", "0").stdout
-        metrics = run_metrics(ckpt)
+        stored = latest_checkpoint(ckpt)
 
     row = {
         "budget": args.time, "device": args.device or "auto",
@@ -73,7 +80,8 @@ def main() -> None:
                         "eval_precision", "val_loss_fp32", "val_bpc"])
     print("\nsample at --temp 0.8:\n" + sample)
     write_json(f"quality-{args.time}-{row['device']}.json",
-               {**row, "sample": sample, "metrics": metrics, "train_args": overrides or "defaults"}, args.json_out)
+               {**row, "sample": sample, "metrics": stored["metrics"], "train_args": overrides or "defaults",
+                "options": stored["train_args"]}, args.json_out)
 
 
 if __name__ == "__main__":

@@ -61,13 +61,35 @@ def runs_verdict(rows: list[dict], key: str, target: float) -> str:
 MISSING = ("not measured", "—", "—", "—", "no GPU was available")
 
 
-def default_model(device_type: str) -> str:
-    """The model `charrnn train` builds with no flags on that device, named as quality.py names it."""
+BUDGET_OPTIONS = ("max_epochs", "max_steps", "max_time")  # set by each bench run, not defaults
+
+
+def default_options(device_type: str) -> dict:
+    """The options `charrnn train` takes with no flags on that device."""
     from charrnn.cli import train
     from charrnn.train import DEVICE_DEFAULTS
 
-    options = {**{p.name: p.default for p in train.params}, **DEVICE_DEFAULTS.get(device_type, {})}
+    return {**{p.name: p.default for p in train.params}, **DEVICE_DEFAULTS.get(device_type, {})}
+
+
+def default_model(device_type: str) -> str:
+    """The model `charrnn train` builds with no flags on that device, named as quality.py names it."""
+    options = default_options(device_type)
     return f"{options['cell']} {options['layers']}x{options['hidden']}"
+
+
+def defaults_since_changed(quality: dict) -> list[str]:
+    """Options whose default is no longer what a defaults run was measured with.
+
+    Runs before 2026-11-28 recorded only their model, so for them only the model is compared.
+    """
+    device_type = "cpu" if quality["device"] == "auto" else quality["device"]
+    today = default_options(device_type)
+    if "options" not in quality:
+        model = default_model(device_type)
+        return [] if quality.get("model") == model else [f"model {quality.get('model')} → {model}"]
+    return [f"{name} {value} → {today[name]}" for name, value in quality["options"].items()
+            if name in today and name not in BUDGET_OPTIONS and today[name] != value]
 
 
 def quality_row(quality: dict | None, label: str, target: float, where: str, command: str) -> tuple:
@@ -75,11 +97,11 @@ def quality_row(quality: dict | None, label: str, target: float, where: str, com
         return (label, f"≤ {target}", *MISSING[:3], where, MISSING[4] if where == "GPU" else command)
     device = quality.get("device_name") or f"CPU, {quality['cpu_count']} cores (torch {quality['torch']})"
     measured, met = describe_run(quality), verdict(quality["val_loss"], target, True)
-    today = default_model("cpu" if quality["device"] == "auto" else quality["device"])
-    if quality.get("train_args", "defaults") == "defaults" and quality.get("model") != today:
-        # The defaults changed since: the figure stays on record but no longer answers the row.
-        measured, met = f"not measured with today's defaults ({today}); the former defaults: {measured}, {met}", \
-            "not measured"
+    changed = quality.get("train_args", "defaults") == "defaults" and defaults_since_changed(quality)
+    if changed:
+        # The figure stays on record but no longer answers for what `charrnn train` does today.
+        measured, met = (f"not measured with today's defaults (changed since: {', '.join(changed)}); "
+                         f"the former defaults: {measured}, {met}"), "not measured"
     return (label, f"≤ {target}", measured, met, quality["date"], device, command)
 
 
