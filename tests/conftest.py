@@ -77,8 +77,8 @@ def private_cache(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(scope="session", autouse=True)
 def cpu_unless_asked() -> Iterator[None]:
     """`train` and `eval` run on the CPU unless a test passes --device: on a machine with a GPU,
-    `auto` would otherwise take it, and with it the GPU's own defaults (a 3x1024 model), in
-    tests written for the CPU. tests/test_gpu.py names its device."""
+    `auto` would otherwise take it for tests written for the CPU's kernels and its reproducible
+    results. tests/test_gpu.py names its device."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CHARRNN_TRAIN_DEVICE", "cpu")
         patch.setenv("CHARRNN_EVAL_DEVICE", "cpu")
