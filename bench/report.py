@@ -67,9 +67,9 @@ BUDGET_OPTIONS = ("max_epochs", "max_steps", "max_time")  # set by each bench ru
 def default_options(device_type: str) -> dict:
     """The options `charrnn train` takes with no flags on that device."""
     from charrnn.cli import train
-    from charrnn.train import DEVICE_DEFAULTS
+    from charrnn.train import with_device_defaults
 
-    return {**{p.name: p.default for p in train.params}, **DEVICE_DEFAULTS.get(device_type, {})}
+    return with_device_defaults({p.name: p.default for p in train.params}, set(), device_type)
 
 
 def default_model(device_type: str) -> str:
