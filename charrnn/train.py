@@ -86,9 +86,10 @@ OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.
 # 128 x 128, peak rate 2e-3, plateau rule) until the thirteenth session: they overfit
 # tiny-shakespeare within a minute and reached 1.3921 in a 5-minute budget on an H200, and
 # six variations did no better. The CPU's 2x256 defaults reach 1.3699 in 18,000 steps with the
-# schedule fitted to them (1.3413 in 60,000), and on that H200 charrnn's 2x256 step ran 60 steps/s at batch
-# 64 x 128, more work per step than the default 16 x 64: so a 5-minute GPU run of the CPU's
-# defaults takes about 18,000 steps at the least (less validation's time). Inferred from
+# schedule fitted to them (1.3413 in 60,000), and on that H200 charrnn's 2x256 step ran 60
+# steps/s at batch 64 x 128, more work per step than the default 16 x 64: so a 5-minute GPU
+# run of the CPU's defaults takes about 18,000 steps at the least (less validation's time).
+# Inferred from
 # those measurements, not yet measured on a GPU (bench/README.md, "GPU defaults"); a
 # GPU-only default goes here once one is.
 DEVICE_DEFAULTS: dict[str, dict] = {}
