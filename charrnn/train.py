@@ -89,9 +89,8 @@ OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.
 # schedule fitted to them (1.3413 in 60,000), and on that H200 charrnn's 2x256 step ran 60
 # steps/s at batch 64 x 128, more work per step than the default 16 x 64: so a 5-minute GPU
 # run of the CPU's defaults takes about 18,000 steps at the least (less validation's time).
-# Inferred from
-# those measurements, not yet measured on a GPU (bench/README.md, "GPU defaults"); a
-# GPU-only default goes here once one is.
+# Inferred from those measurements, not yet measured on a GPU (bench/README.md, "GPU
+# defaults"); a GPU-only default goes here once one is.
 DEVICE_DEFAULTS: dict[str, dict] = {}
 
 
