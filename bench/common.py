@@ -89,6 +89,11 @@ def charrnn(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE if capture else None)
 
 
+def model_name(options: dict) -> str:
+    """How bench results name a model ("lstm 2x256"), from `charrnn info` or train options."""
+    return f"{options['cell']} {options['layers']}x{options['hidden']}"
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> dict:
     """The last checkpoint a bench run wrote in `checkpoint_dir`, as stored."""
     return torch.load(checkpoint_dir / "latest.pt", weights_only=True)

@@ -28,6 +28,7 @@ from bench.common import (  # noqa: E402
     charrnn,
     device_name,
     latest_checkpoint,
+    model_name,
     print_table,
     write_json,
 )
@@ -71,7 +72,7 @@ def main() -> None:
         "val_loss_single_stream": single["loss"], "eval_precision": figures["precision"],
         "val_loss_fp32": full["loss"], "val_bpc": figures["bpc"], "val_chars": figures["chars"],
         "steps": info["step"], "train_wall_s": round(wall, 1), "train_precision": info["precision"],
-        "model": f"{info['cell']} {info['layers']}x{info['hidden']}", "parameters": info["parameters"],
+        "model": model_name(info), "parameters": info["parameters"],
     }
     # Options a trial set through click's environment variables (CHARRNN_TRAIN_WEIGHT_DROP=0.2 ...)
     # are part of the result; the README's figure must have none.

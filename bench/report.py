@@ -14,7 +14,7 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS  # noqa: E402
+from bench.common import RESULTS, model_name  # noqa: E402
 
 
 def load(name: str) -> dict | None:
@@ -74,8 +74,7 @@ def default_options(device_type: str) -> dict:
 
 def default_model(device_type: str) -> str:
     """The model `charrnn train` builds with no flags on that device, named as quality.py names it."""
-    options = default_options(device_type)
-    return f"{options['cell']} {options['layers']}x{options['hidden']}"
+    return model_name(default_options(device_type))
 
 
 def defaults_since_changed(quality: dict) -> list[str]:
@@ -86,7 +85,7 @@ def defaults_since_changed(quality: dict) -> list[str]:
     device_type = "cpu" if quality["device"] == "auto" else quality["device"]
     today = default_options(device_type)
     if "options" not in quality:
-        model = default_model(device_type)
+        model = model_name(today)
         return [] if quality.get("model") == model else [f"model {quality.get('model')} → {model}"]
     return [f"{name} {value} → {today[name]}" for name, value in quality["options"].items()
             if name in today and name not in BUDGET_OPTIONS and today[name] != value]
