@@ -79,7 +79,7 @@ class CharRNN(nn.Module):
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids [batch, time] -> logits [batch, time, vocab], new state."""
-        if self._trains_by_hand(ids):
+        if self.uses_amx_kernel(ids):
             # Time-major inside: each time step's rows are then one contiguous block. The first
             # layer looks its inputs' projections up by id rather than embed and project them.
             out, new_state = lstm_train.stacked_lstm(self.core, self._recurrent_weights(), self.embed.weight,
@@ -99,7 +99,8 @@ class CharRNN(nn.Module):
         new_state = tuple(new) if isinstance(new, tuple) else (new,)
         return self.head(dropout(out, self.config.dropout, self.training)), new_state
 
-    def _trains_by_hand(self, ids: torch.Tensor) -> bool:
+    def uses_amx_kernel(self, ids: torch.Tensor) -> bool:
+        """Whether a forward pass on `ids` runs lstm_amx.c's recurrence instead of `nn.LSTM`."""
         return (self.config.cell == "lstm" and self.training and torch.is_grad_enabled()
                 and lstm_train.usable(ids.size(0), self.config.hidden, ids.device.type))
 

@@ -86,16 +86,16 @@ def test_the_model_trains_through_amx_only_where_it_fits(amx):
     ids = torch.randint(0, 40, (16, 30))
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
     with bf16:
-        assert model._trains_by_hand(ids)
-        assert not model._trains_by_hand(ids[:10])  # 10 rows: not a multiple of 16
+        assert model.uses_amx_kernel(ids)
+        assert not model.uses_amx_kernel(ids[:10])  # 10 rows: not a multiple of 16
         by_hand = loss_fn(model(ids)[0], ids)
-    assert not model._trains_by_hand(ids)  # fp32
+    assert not model.uses_amx_kernel(ids)  # fp32
     with torch.no_grad(), bf16:
-        assert not model._trains_by_hand(ids)
+        assert not model.uses_amx_kernel(ids)
         fused = loss_fn(model(ids)[0], ids)
     model.eval()
     with bf16:
-        assert not model._trains_by_hand(ids)
+        assert not model.uses_amx_kernel(ids)
     assert abs(by_hand.item() - fused.item()) < 0.01
 
 
@@ -110,7 +110,7 @@ def test_the_models_gradients_on_the_amx_path_match_fp32(amx):
     for by_hand in (True, False):
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=by_hand):
-            assert model._trains_by_hand(ids) == by_hand
+            assert model.uses_amx_kernel(ids) == by_hand
             loss = loss_fn(model(ids[:, :-1])[0], ids[:, 1:])
         loss.backward()
         grads[by_hand] = {name: p.grad.clone() for name, p in model.named_parameters()}

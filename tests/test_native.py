@@ -206,7 +206,7 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
     assert native.library() is None
     assert native.amx_library() is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not CharRNN(ModelConfig(vocab_size=5, hidden=32)).train()._trains_by_hand(torch.zeros(16, 4))
+        assert not CharRNN(ModelConfig(vocab_size=5, hidden=32)).train().uses_amx_kernel(torch.zeros(16, 4))
     model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
     assert isinstance(step_cell(model, 1), LSTMStep)
     vocab = Vocabulary.from_text("abcde")
