@@ -1,8 +1,10 @@
-"""Renders the README's results table from the JSON that speed.py and quality.py wrote.
+"""Renders the results tables of docs/benchmarks.md from the JSON the bench scripts wrote.
 
-    python bench/report.py            # prints Markdown; paste over the README's table
+    python bench/report.py            # prints Markdown; paste over docs/benchmarks.md's tables
 
-Rows with no JSON say "not measured". Nothing here is typed in by hand but the targets.
+The tables: the targets (quality.py, speed.py), large corpora (scale.py) and the GPU trials
+(bench/results/trials). Rows with no JSON say "not measured". Nothing here is typed in by
+hand but the targets.
 """
 
 from __future__ import annotations
@@ -64,17 +66,16 @@ MISSING = ("not measured", "—", "—", "—", "no GPU was available")
 BUDGET_OPTIONS = ("max_epochs", "max_steps", "max_time")  # set by each bench run, not defaults
 
 
-def default_options(device_type: str) -> dict:
-    """The options `charrnn train` takes with no flags on that device."""
+def default_options() -> dict:
+    """The options `charrnn train` takes with no flags (the same on every device)."""
     from charrnn.cli import train
-    from charrnn.train import with_device_defaults
 
-    return with_device_defaults({p.name: p.default for p in train.params}, set(), device_type)
+    return {p.name: p.default for p in train.params}
 
 
-def default_model(device_type: str) -> str:
-    """The model `charrnn train` builds with no flags on that device, named as quality.py names it."""
-    return model_name(default_options(device_type))
+def default_model() -> str:
+    """The model `charrnn train` builds with no flags, named as quality.py names it."""
+    return model_name(default_options())
 
 
 def defaults_since_changed(quality: dict) -> list[str]:
@@ -82,8 +83,7 @@ def defaults_since_changed(quality: dict) -> list[str]:
 
     Runs before 2026-11-28 recorded only their model, so for them only the model is compared.
     """
-    device_type = "cpu" if quality["device"] == "auto" else quality["device"]
-    today = default_options(device_type)
+    today = default_options()
     if "options" not in quality:
         model = model_name(today)
         return [] if quality.get("model") == model else [f"model {quality.get('model')} → {model}"]

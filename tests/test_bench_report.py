@@ -11,11 +11,11 @@ def quality_run(model: str, train_args: object = "defaults", **fields) -> dict:
 
 def todays_options(**changes) -> dict:
     """The options a 5-minute run of today's defaults records, with `changes`."""
-    return {**default_options("cuda"), **changes, "max_epochs": None, "max_steps": None, "max_time": 300.0}
+    return {**default_options(), **changes, "max_epochs": None, "max_steps": None, "max_time": 300.0}
 
 
 def test_a_run_of_todays_defaults_answers_its_row():
-    for run in (quality_run(default_model("cuda")), quality_run(default_model("cuda"), options=todays_options())):
+    for run in (quality_run(default_model()), quality_run(default_model(), options=todays_options())):
         row = quality_row(run, "val loss", 1.38, "GPU", "cmd")
         assert row[2].startswith("1.3700 after 1,000 steps") and row[3] == "met"
 
@@ -24,11 +24,11 @@ def test_a_run_of_former_defaults_stays_on_record_but_is_not_todays_figure():
     row = quality_row(quality_run("lstm 3x1024"), "val loss", 1.38, "GPU", "cmd")
     assert row[3] == "not measured"
     assert row[2].startswith(f"not measured with today's defaults (changed since: model lstm 3x1024 → "
-                             f"{default_model('cuda')})")
+                             f"{default_model()})")
     assert "the former defaults: 1.3700 after 1,000 steps" in row[2] and row[2].endswith("lstm 3x1024, met")
     # A run that recorded its options is compared option by option, not only by its model.
-    former_rate = default_options("cuda")["lr"] / 2
-    row = quality_row(quality_run(default_model("cuda"), options=todays_options(lr=former_rate)),
+    former_rate = default_options()["lr"] / 2
+    row = quality_row(quality_run(default_model(), options=todays_options(lr=former_rate)),
                       "val loss", 1.38, "GPU", "cmd")
     assert row[3] == "not measured" and f"lr {former_rate} → {former_rate * 2}" in row[2]
 
