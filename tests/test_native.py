@@ -2,6 +2,7 @@
 
 import configparser
 import fnmatch
+import math
 import os
 import shutil
 import subprocess
@@ -78,6 +79,62 @@ def test_native_step_saturates_without_overflow(library):
         got = torch.stack([step.step([int(i)]).clone() for i in ids[0]], 1)
     assert torch.isfinite(got).all()
     assert torch.allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("hidden", [32, 43])  # whole vectors only, and a remainder
+def test_c_gates_give_nan_for_nan_and_the_limits_for_infinity(library, hidden):
+    """exp_approx (lstm_math.h) passes a NaN through, as a NaN, and saturates at +-inf, so the
+    gates agree with torch's on inputs holding NaN and +-inf among ordinary values."""
+    torch.manual_seed(0)
+    batch = 4
+    gates = torch.randn(batch, 4 * hidden) * 3
+    specials = torch.tensor([float("nan"), float("inf"), float("-inf"), 1e30, -1e30])
+    where = torch.randperm(gates.numel())[:gates.numel() // 4]
+    gates.view(-1)[where] = specials[torch.arange(where.numel()) % specials.numel()]
+    c = torch.randn(batch, hidden)
+    i, f, o, g = gates.view(batch, 4, hidden).unbind(1)
+    want_c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    want_h = torch.sigmoid(o) * torch.tanh(want_c)
+    h = torch.full((batch, hidden), 7.0)
+    library.charrnn_lstm_gates(batch, hidden, 1, gates.data_ptr(), c.data_ptr(), h.data_ptr(), hidden)
+    assert want_h.isnan().any() and not want_h.isnan().all()
+    torch.testing.assert_close(c, want_c, atol=1e-6, rtol=1e-5, equal_nan=True)
+    torch.testing.assert_close(h, want_h, atol=1e-6, rtol=1e-5, equal_nan=True)
+
+
+EXP_PROBE = r"""
+#include <math.h>
+#include <stdio.h>
+#include "lstm_math.h"
+int main(void) {
+    volatile float x[] = {NAN, -NAN, INFINITY, -INFINITY, 1.0f};
+    for (int k = 0; k < 5; k++)
+        printf("%.9g %.9g %.9g\n", exp_approx(x[k]), sigmoid(x[k]), tanh_approx(x[k]));
+    return 0;
+}
+"""
+
+
+def test_exp_approx_is_defined_for_nan_and_infinity(tmp_path):
+    """Under the undefined-behaviour sanitizer (which catches an (int32_t) cast of a NaN),
+    exp_approx gives NaN for NaN and saturates at +-inf, as do sigmoid and tanh."""
+    compiler = shutil.which(os.environ.get("CC") or "cc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc or $CC) here")
+    (tmp_path / "probe.c").write_text(EXP_PROBE)
+    built = subprocess.run([compiler, "-O2", "-fsanitize=undefined,float-cast-overflow", "-fno-sanitize-recover=all",
+                            "-I", str(native.HEADERS[0].parent), "-o", str(tmp_path / "probe"),
+                            str(tmp_path / "probe.c"), "-lm"], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"{compiler} cannot build with the undefined-behaviour sanitizer here")
+    ran = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    rows = [[float(v) for v in line.split()] for line in ran.stdout.splitlines()]
+    assert all(math.isnan(v) for row in rows[:2] for v in row)
+    [big, one, also_one], [tiny, zero, minus_one] = rows[2:4]
+    assert big > 1e38 and math.isfinite(big) and one == also_one == 1.0
+    assert 0 < tiny < 1e-37 and zero < 1e-38 and minus_one == -1.0
+    assert rows[4] == pytest.approx([math.e, 1 / (1 + math.exp(-1)), math.tanh(1)], rel=1e-6)
 
 
 def test_step_cell_takes_the_c_step_where_it_applies(library, monkeypatch):
