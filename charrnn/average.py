@@ -1,10 +1,8 @@
 """An exponential moving average of a model's weights, which is what gets evaluated and saved.
 
 Late in a run, each optimiser step still moves the weights by its own noise; averaging the
-last few hundred steps' weights removes much of it. On tiny-shakespeare (2-core CPU, 10
-minutes) the average scored 0.005 nats below the trained weights it trailed with decay 0.995
-and the default learning rate of the time, and 0.02-0.03 below them with decay 0.999 and a
-peak rate of 1.2e-2 (bench/README.md).
+last few hundred steps' weights removes much of it, and the averaged weights score lower than
+the trained ones they trail (see docs/experiments.md, "Weight average").
 """
 
 from __future__ import annotations
@@ -24,10 +22,10 @@ class WeightAverage:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def decay_at(self, step: int) -> float:
-        # A fixed decay of 0.995 would still hold 55 % of the random initial weights after
-        # 120 steps. Early on, the average spans about a tenth of the steps taken so far
-        # (TensorFlow's ExponentialMovingAverage with num_updates), reaching `decay` at step
-        # 1,790 for 0.995 and 8,990 for 0.999.
+        # A fixed decay would keep much of the random initial weights for hundreds of steps
+        # (0.995: 55 % after 120). Early on, the average spans about a tenth of the steps taken
+        # so far (TensorFlow's ExponentialMovingAverage with num_updates), reaching `decay` at
+        # step 1,790 for 0.995 and 8,990 for 0.999 (see docs/experiments.md, "Weight average").
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()

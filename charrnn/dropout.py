@@ -1,13 +1,13 @@
 """Dropout whose mask is cheap to draw on a CPU.
 
-`F.dropout` on a CPU draws one Bernoulli number per element from a serial generator, about
-15 ns an element: 16 % of a default training step (2x256, bf16) on the 2-core CI machine,
-more than the output layer, loss and optimiser together (profile in bench/README.md). One
-64-bit draw (`random_` on int64) yields 63 uniform bits, so here it gives the masks of four
-elements, 15 bits each; a unit is dropped when its 15 bits fall below round(p * 2^15). The
-drop probability is then that over 2^15 (within 1.6e-5 of p) and the kept units are scaled
-by its complement, so the expected output still equals the input. The draws come from
-torch's generator, so `--seed` reproduces them. Other devices keep `F.dropout`.
+`F.dropout` on a CPU draws one Bernoulli number per element from a serial generator, slow
+enough to be a large part of a bf16 training step (see docs/experiments.md, "Dropout
+masks"). One 64-bit draw (`random_` on int64) yields 63 uniform bits, so here it gives the
+masks of four elements, 15 bits each; a unit is dropped when its 15 bits fall below
+round(p * 2^15). The drop probability is then that over 2^15 (within 1.6e-5 of p) and the
+kept units are scaled by its complement, so the expected output still equals the input.
+The draws come from torch's generator, so `--seed` reproduces them. Other devices keep
+`F.dropout`.
 """
 
 from __future__ import annotations

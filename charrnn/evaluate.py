@@ -14,9 +14,9 @@ from .model import CharRNN
 from .runtime import autocast
 from .tokens import as_ids
 
-# Parallel streams make a CPU pass about ten times faster than one stream; the burn-in
-# gives each stream the preceding text as context, so the figure matches a single
-# continuous pass closely (see bench/README.md for the measured difference).
+# Parallel streams make a CPU pass much faster than one stream; the burn-in gives each
+# stream the preceding text as context, so the figure matches a single continuous pass
+# closely (see docs/experiments.md, "Evaluation streams and burn-in").
 DEFAULT_STREAMS = 16
 DEFAULT_BURN_IN = 256
 

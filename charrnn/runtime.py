@@ -39,11 +39,10 @@ def use_threads(count: int) -> None:
     """Threads for torch's CPU operators and charrnn's C kernels, which read torch's setting.
 
     The threads wait for each other at every time step of the kernels and at every torch
-    operator, so a thread that another program has pushed off its core stalls the rest: with
-    one busy program beside a 2-thread run on 2 cores, training fell from 38.3 to 11.7 steps a
-    second, while 1 thread kept 25.3 (bench/contention.py). Results differ in the last bits
-    between thread counts (torch splits some sums by thread), so a run repeats exactly only
-    with the same count.
+    operator, so a thread that another program has pushed off its core stalls the rest (see
+    docs/experiments.md, "Threads on a shared CPU"). Results differ in the last bits between
+    thread counts (torch splits some sums by thread), so a run repeats exactly only with the
+    same count.
     """
     torch.set_num_threads(count)
 
@@ -52,8 +51,8 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `device` (None: full precision).
 
     'auto' takes bf16 where the hardware multiplies it natively: CUDA GPUs that support it,
-    and CPUs with AMX-BF16, where the default model took 1.7x fp32's steps in 10 minutes and
-    reached a lower validation loss (bench/README.md). Elsewhere bf16 is emulated, and slower.
+    and CPUs with AMX-BF16, where it trains faster at no measurable cost in validation loss
+    (see docs/experiments.md, "bf16 on the CPU"). Elsewhere bf16 is emulated, and slower.
     """
     if name not in PRECISIONS:
         raise CharrnnError(f"unknown precision {name!r}")
