@@ -18,11 +18,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes longer than the rest of the battery together")
 
 
+# The variables tests/conftest.py's session fixture `cpu_unless_asked` sets to pin `train` and
+# `eval` to the CPU: the battery's tests are written for the CPU, and on a GPU host `auto` would
+# otherwise take the GPU.
+PINNED = ("CHARRNN_TRAIN_DEVICE", "CHARRNN_EVAL_DEVICE")
+
+
 @pytest.fixture(autouse=True)
-def _no_charrnn_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_charrnn_env(cpu_unless_asked: None, monkeypatch: pytest.MonkeyPatch) -> None:
     # CHARRNN_* variables set options (auto_envvar_prefix); a developer's shell must not change results.
+    # The shell's own values of PINNED were already replaced by the session's pinning, which stays.
     for name in list(os.environ):
-        if name.startswith("CHARRNN_"):
+        if name.startswith("CHARRNN_") and name not in PINNED:
             monkeypatch.delenv(name)
 
 
