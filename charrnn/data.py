@@ -7,8 +7,8 @@ char-rnn and torch-rnn).
 
 char-rnn lays the streams out the same way in every epoch, so all of them reach their ends
 together and the last one ends where the validation text begins: validation then scores
-about 0.02 nats better at an epoch's end than in its middle, because the model has just read
-the text that precedes it (bench/phase.py measured this). Given a seed, each epoch instead
+better at an epoch's end than in its middle, because the model has just read the text that
+precedes it (see docs/experiments.md, "Epoch rotation"). Given a seed, each epoch instead
 rotates the training text by an offset drawn from the seed and the epoch, so the stream
 boundaries, and what is read last, move from one epoch to the next.
 """
