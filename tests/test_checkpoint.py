@@ -73,9 +73,21 @@ def test_newer_format_and_foreign_files_are_one_line_errors(tmp_path):
         checkpoint.load(mismatched)
 
 
-def test_gpu_tensors_are_stored_on_cpu():
-    moved = checkpoint.to_cpu({"a": [torch.ones(2)], "b": (torch.zeros(1), 3)})
-    assert moved["a"][0].device.type == "cpu" and moved["b"][1] == 3
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU to hold the tensors being saved")
+def test_gpu_tensors_are_stored_on_cpu(tmp_path):
+    data = payload()
+    data["model"] = {name: tensor.to("cuda") for name, tensor in data["model"].items()}
+    data["nested"] = {"a": [torch.ones(2, device="cuda")], "b": (torch.arange(3, device="cuda"), 3)}
+    checkpoint.save(tmp_path / "latest.pt", data)
+    # No map_location: a tensor stored on the GPU would load back onto it.
+    raw = torch.load(tmp_path / "latest.pt", weights_only=True)
+    for name, tensor in data["model"].items():
+        assert raw["model"][name].device.type == "cpu", name
+        assert torch.equal(raw["model"][name], tensor.cpu())
+    assert raw["nested"]["a"][0].device.type == "cpu" and torch.equal(raw["nested"]["a"][0], torch.ones(2))
+    assert raw["nested"]["b"][0].device.type == "cpu" and raw["nested"]["b"][0].tolist() == [0, 1, 2]
+    assert raw["nested"]["b"][1] == 3
+    assert all(t.device.type == "cuda" for t in data["model"].values())  # the caller's tensors stay put
 
 
 def test_checkpoint_files_get_the_usual_permissions(tmp_path):
