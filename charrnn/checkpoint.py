@@ -81,7 +81,9 @@ class Checkpoint:
     def vocab(self) -> Vocabulary:
         return Vocabulary(self.data["vocab"])
 
-    def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
+    def move_model_to(self, device: torch.device | str = "cpu") -> CharRNN:
+        """This checkpoint's own model, moved to `device`: not a copy, so a caller that trains
+        it changes `self.model` too."""
         return self.model.to(device)
 
     def field(self, name: str, kinds: type | tuple[type, ...]) -> Any:
@@ -160,3 +162,76 @@ def _validated_model(p: Path, data: Any) -> CharRNN:
         detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
         raise CheckpointError(f"{p}: damaged checkpoint, its weights disagree with its config ({detail})") from None
     return model
+
+
+# ---- training checkpoints ----------------------------------------------------------------
+# Beside the weights `sample` and `eval` use ("model"), a training checkpoint holds what
+# `--resume` needs to continue the run exactly. The keys read here are also those of every
+# older checkpoint; a key added later is read with the value its runs had.
+
+
+@dataclass
+class TrainingState:
+    """Where a run is: everything of a training checkpoint but its weights and its options."""
+
+    step: int
+    elapsed: float  # training seconds, summed over resumed runs
+    lr: float  # the rate of the next step (for the record; a resumed run computes its own)
+    lr_scale: float  # the plateau rule's cut so far
+    best_val_loss: float | None
+    metrics: list[dict]
+    position: dict  # the data batcher's epoch, window and the epoch's rotation offset
+    hidden: list[torch.Tensor] | None  # the carried state, every stream's rows
+    rng: dict
+    optimizer: dict
+
+
+def training_payload(model: CharRNN, vocab: Vocabulary, other_weights: dict, state: TrainingState, options: dict,
+                     corpus: dict, precision: str) -> dict:
+    """A training checkpoint's contents. `model` holds the weights for use; `other_weights`
+    is {"trained_model" or "averaged_model": state_dict} when a weight average is kept."""
+    return {
+        "model_config": model.config.to_dict(),
+        "vocab": vocab.chars,
+        "model": model.state_dict(),
+        **other_weights,
+        "optimizer": state.optimizer,
+        "schedule": {"lr": state.lr, "lr_scale": state.lr_scale},
+        "step": state.step,
+        "elapsed": state.elapsed,
+        "data_position": state.position,
+        "hidden": state.hidden,
+        "rng": state.rng,
+        "metrics": state.metrics,
+        "best_val_loss": state.best_val_loss,
+        "train_args": options,
+        "corpus": corpus,
+        "precision": precision,  # of the run that wrote it
+    }
+
+
+def training_state(ckpt: Checkpoint) -> TrainingState:
+    """The run's position stored in `ckpt`; a CheckpointError when it cannot be resumed from."""
+    d = ckpt.data
+    try:
+        position = d["data_position"]
+        return TrainingState(
+            step=int(d["step"]),
+            elapsed=float(d["elapsed"]),
+            lr=float(d["schedule"].get("lr", 0.0)),
+            lr_scale=float(d["schedule"].get("lr_scale", 1.0)),  # absent before the plateau rule
+            best_val_loss=d["best_val_loss"],
+            metrics=list(d["metrics"]),
+            # Checkpoints from before epochs were rotated read the unrotated layout (offset 0).
+            position={"epoch": int(position["epoch"]), "window": int(position["window"]),
+                      "offset": int(position.get("offset", 0))},
+            hidden=d["hidden"],
+            rng=d["rng"],
+            optimizer=d["optimizer"],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise resume_error(ckpt, e) from None
+
+
+def resume_error(ckpt: Checkpoint, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({error})")

@@ -1,4 +1,4 @@
-"""The command line: parses options and dispatches; the work happens in the modules."""
+"""The command line: parses options and dispatches to charrnn.commands, where the work is done."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import Field, fields
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .config import ModelConfig, TrainConfig, TrainJob, option_fields
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
@@ -116,8 +118,27 @@ threads_option = click.option(
     help="CPU threads for the matrix products and kernels. [default: one per core] On cores other programs "
          "keep busy, fewer can be several times faster (README, 'Sharing the CPU').")
 
-# torch.manual_seed takes seeds in [-2**63, 2**64 - 1] and raises on anything else.
-TORCH_SEED = click.IntRange(-(2**63), 2**64 - 1)
+def click_type(f: Field) -> click.ParamType | None:
+    """The click type of a config field, from its bounds or choices."""
+    bounds, choices = f.metadata["bounds"], f.metadata["choices"]
+    if choices:
+        return click.Choice(choices)
+    if bounds is None:
+        return None
+    ranged = click.IntRange if bounds.kind is int else FiniteFloatRange
+    return ranged(bounds.low, bounds.high, min_open=bounds.low_open, max_open=bounds.high_open)
+
+
+def config_options(command: Callable) -> Callable:
+    """Adds one option per field of ModelConfig and TrainConfig, named, typed, bounded and
+    documented by the field itself (charrnn/config.py)."""
+    for f in reversed(option_fields()):
+        command = click.option(
+            "--" + f.name.replace("_", "-"), f.name, type=click_type(f), default=f.default,
+            show_default=f.default is not None, help=f.metadata["help"] or None,
+            callback=_duration_callback if f.metadata["duration"] else None,
+        )(command)
+    return command
 
 
 @click.group(cls=CharrnnGroup, context_settings=CONTEXT)
@@ -154,11 +175,10 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
       charrnn corpus tinyshakespeare -o data/tinyshakespeare.txt
       charrnn corpus python-stdlib | charrnn train -
     """
-    from .corpus import build, write_output
+    from . import commands
 
-    data = build(name, max_bytes=max_bytes, url=url)
     with writing_product():
-        write_output(data, output)
+        commands.write_corpus(name, output, max_bytes=max_bytes, url=url)
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -172,37 +192,7 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--overwrite", is_flag=True,
               help="Start a new run in a checkpoint dir that holds one, replacing its latest.pt and best.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--weight-drop", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="DropConnect on the recurrent weights.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Parallel streams.")
-@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT window, chars.")
-@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=1.2e-2, show_default=True,
-              help="Peak learning rate.")
-@click.option("--min-lr-frac", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
-              help="Final learning rate as a fraction of the peak.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.1, show_default=True)
-@click.option("--ema-decay", type=FiniteFloatRange(0, 1, max_open=True), default=0.999, show_default=True,
-              help="Also validate a moving average of the weights, and save it when it scores lower (0: off).")
-@click.option("--plateau-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Multiply the learning rate by this whenever a validation fails to improve, and stop once it "
-                   "is below --min-lr-frac of the peak (1: off).")
-@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True, help="0 turns clipping off.")
-@click.option("--val-frac", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
-@click.option("--max-epochs", type=FiniteFloatRange(0, min_open=True), help="Stop after this many epochs.")
-@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps.")
-@click.option("--max-time", callback=_duration_callback, help="Stop after this long, e.g. 90s, 10m, 2h.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Steps between validations.")
-@click.option("--eval-chars", type=click.IntRange(min=0), default=250_000, show_default=True,
-              help="Validate on at most this many characters of the split; 0 reads it all.")
-@click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True,
-              help="Steps between writes of latest.pt.")
-@click.option("--seed", type=TORCH_SEED, default=1337, show_default=True)
+@config_options
 @device_option
 @precision_option
 @threads_option
@@ -215,8 +205,8 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
     learning-rate schedule fits whichever budget ends first.
 
-    The defaults shown were measured on tiny-shakespeare (bench/README.md) and
-    are the same on every device.
+    The defaults shown were measured on tiny-shakespeare (docs/experiments.md)
+    and are the same on every device.
 
     CORPUS is encoded once into a token file in the cache and memory-mapped, so
     corpora larger than memory train in constant memory. Under torchrun, each
@@ -228,18 +218,21 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
       cat *.txt | charrnn train - --checkpoint-dir runs/mix
       charrnn train data/tinyshakespeare.txt --resume
     """
-    from .session import run_training
+    from . import commands
 
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
-    explicit = {
-        name for name in options
-        if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
-                                              click.core.ParameterSource.ENVIRONMENT)
-    }
-    code = run_training(corpus_path, Path(checkpoint_dir), resume, encoding, device, quiet, options, explicit,
-                        Path(cache_dir) if cache_dir else None, precision, overwrite)
-    ctx.exit(code)
+    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
+    model_names = {f.name for f in fields(ModelConfig)}
+    job = TrainJob(
+        corpus=corpus_path, checkpoint_dir=Path(checkpoint_dir),
+        model=ModelConfig(**{k: v for k, v in options.items() if k in model_names}),
+        train=TrainConfig(**{k: v for k, v in options.items() if k not in model_names}),
+        explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,
+        encoding=encoding, device=device, precision=precision, quiet=quiet,
+    )
+    ctx.exit(commands.train(job))
 
 
 # ---- sample -------------------------------------------------------------------------------
@@ -257,7 +250,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
               help="Sample from the smallest set with this mass.")
 @click.option("--length", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
 @click.option("--prime", help="Text to start from.")
-@click.option("--prime-file", type=click.File("r", encoding="utf-8"),
+@click.option("--prime-file", type=click.File("r", encoding="utf-8-sig"),
               help="Read the prime from a file, or - for stdin.")
 @click.option("--no-echo-prime", is_flag=True, help="Do not print the prime before the generated text.")
 @click.option("--seed", type=int, help="Same seed, same text.")
@@ -276,9 +269,8 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
       charrnn sample --prime "ROMEO:" --top-p 0.9 --seed 1
       charrnn sample -n 4 --stop $'\\n\\n' | less
     """
-    from . import checkpoint
-    from .sample import Sampler, SamplingOptions
-    from .writer import write_samples
+    from . import commands
+    from .sample import SamplingOptions
 
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
@@ -292,14 +284,13 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
         raise click.BadParameter("must not be empty", param_hint="--stop")
     if prime == "":
         raise click.BadParameter("must not be empty", param_hint="--prime")
-    ckpt = checkpoint.load(checkpoint_path or checkpoint_dir)
-    sampler = Sampler(ckpt.build_model("cpu"), ckpt.vocab)
-    options = SamplingOptions(temperature, top_k, top_p)
-    echo = prime is not None and not no_echo_prime
-    sampler.check_prime(prime or "")
+    job = commands.SampleJob(
+        checkpoint=checkpoint_path or checkpoint_dir, options=SamplingOptions(temperature, top_k, top_p),
+        length=length, prime=prime, echo_prime=not no_echo_prime, num_samples=num_samples, seed=seed, stop=stop,
+        separator=separator,
+    )
     with writing_product():
-        write_samples(sampler, prime or sampler.default_prime(), echo, length, options, num_samples, seed, stop,
-                      separator, sys.stdout)
+        commands.sample(job, sys.stdout)
 
 
 # ---- eval ---------------------------------------------------------------------------------
@@ -327,10 +318,12 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
       charrnn eval held_out.txt
       tail -n 2000 corpus.txt | charrnn eval - --json
     """
-    from .session import run_eval
+    from . import commands
 
-    result = run_eval(text_path, checkpoint_path or checkpoint_dir, encoding, skip_unknown, streams, device, quiet,
-                      precision)
+    result = commands.evaluate_text(commands.EvalJob(
+        text=text_path, checkpoint=checkpoint_path or checkpoint_dir, encoding=encoding, skip_unknown=skip_unknown,
+        streams=streams, device=device, precision=precision, quiet=quiet,
+    ))
     with writing_product():
         if as_json:
             click.echo(json.dumps(result))
@@ -354,9 +347,9 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
       charrnn info
       charrnn info checkpoints/best.pt --json
     """
-    from .session import describe
+    from . import commands
 
-    summary = describe(checkpoint_path or checkpoint_dir)
+    summary = commands.describe(checkpoint_path or checkpoint_dir)
     with writing_product():
         if as_json:
             click.echo(json.dumps(summary, ensure_ascii=False))

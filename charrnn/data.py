@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import CharrnnError
 from .tokens import as_ids
 
 
@@ -32,6 +33,23 @@ def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Te
 def min_train_length(batch_size: int, seq_len: int) -> int:
     """Fewest training characters that give every stream one full window plus its target."""
     return batch_size * (seq_len + 1)
+
+
+def split_for_training(tokens: torch.Tensor, val_frac: float, eval_chars: int | None, batch_size: int,
+                       seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training text and the validation text a run reads (at most `eval_chars` of the
+    split, 0 or None for all of it); a CharrnnError when either is too short to use."""
+    train, val = split(tokens, val_frac)
+    if eval_chars:
+        val = val[: eval_chars + 1]
+    need = min_train_length(batch_size, seq_len)
+    if len(train) < need or len(val) < 2:
+        raise CharrnnError(
+            f"the corpus is too short: {len(tokens):,} characters, but --batch-size {batch_size} "
+            f"× (--seq-len {seq_len} + 1) needs {need:,} for training plus a validation split "
+            f"of at least 2 (--val-frac {val_frac}); use a longer corpus or smaller sizes"
+        )
+    return train, val
 
 
 @dataclass

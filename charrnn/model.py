@@ -10,7 +10,6 @@ function); generation steps the same weights one character at a time (step.py).
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -18,44 +17,19 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from . import lstm_train
+from .config import ModelConfig
 from .dropout import dropout
-
-CELLS = ("lstm", "gru", "rnn")
 
 # The recurrent state: (h, c) for an LSTM, h alone for a GRU or a tanh RNN,
 # each shaped [layers, batch, hidden].
 State = tuple[torch.Tensor, ...]
 
 
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 256
-    dropout: float = 0.1
-    # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop): one mask per
-    # training step, shared by every time step of the window, so it regularises the
-    # recurrence itself, which the dropout between layers does not touch.
-    weight_drop: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.vocab_size < 1 or self.layers < 1 or self.hidden < 1:
-            raise ValueError("vocab_size, layers and hidden must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-        if not 0.0 <= self.weight_drop < 1.0:
-            raise ValueError("weight_drop must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class CharRNN(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.vocab_size < 1:
+            raise ValueError("a model needs a vocabulary of at least one character")
         self.config = config
         core = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[config.cell]
         self.embed = nn.Embedding(config.vocab_size, config.hidden)

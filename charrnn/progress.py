@@ -78,9 +78,6 @@ class TrainingProgress:
             parts = [f"step {step}"] + [f"{k} {_fmt(v)}" for k, v in stats.items() if v is not None]
             print(" | ".join(parts), file=self.stream, flush=True)
 
-    def message(self, text: str) -> None:
-        log(text, self.quiet, self.stream)
-
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -123,15 +123,20 @@ class Sampler:
         """What seeds the state when the user gives no prime: a newline when known."""
         return "\n" if "\n" in self.vocab else self.vocab.chars[0]
 
-    @torch.no_grad()
     def generate(self, prime: str, length: int, options: SamplingOptions, num_samples: int = 1,
                  seed: int | None = None) -> Iterator[list[int]]:
-        """Yields the next id of every sample, `length` times.
+        """An iterator of the next id of every sample, `length` times. The prime is checked
+        here, before anything is generated or written.
 
         The prime runs through the fused model once; after that each character is one
         cell step on the carried state, never a re-run of the prefix.
         """
         self.check_prime(prime)
+        return self._generate(prime, length, options, num_samples, seed)
+
+    @torch.no_grad()
+    def _generate(self, prime: str, length: int, options: SamplingOptions, num_samples: int,
+                  seed: int | None) -> Iterator[list[int]]:
         ids = self.vocab.encode(prime).long()
         state = self.model.initial_state(1)
         if len(ids) > 1:

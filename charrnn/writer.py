@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from typing import TextIO
-
-from .sample import Sampler, SamplingOptions
 
 FLUSH_EVERY_S = 0.05  # a reader sees text appear smoothly without a flush per character
 
 
-def write_samples(sampler: Sampler, prime: str, echo_prime: bool, length: int, options: SamplingOptions,
-                  num_samples: int, seed: int | None, stop: str | None, separator: str, out: TextIO) -> None:
-    """One sample streams character by character; several are generated as one batch and
-    printed in order, separated by `separator`. `stop` ends a sample once generated.
-    Memory stays constant for a single streamed sample, however long."""
-    chars = sampler.vocab.chars
+def write_samples(generated: Iterable[list[int]], chars: Sequence[str], prime: str, *, echo_prime: bool,
+                  num_samples: int, stop: str | None, separator: str, out: TextIO) -> None:
+    """Writes `generated` (each item: the next id of every sample, as Sampler.generate yields
+    them) as text. One sample streams character by character; several are printed in order,
+    separated by `separator`. `stop` ends a sample once generated. Memory stays constant for
+    a single streamed sample, however long."""
     streaming = num_samples == 1
     kept: list[list[str]] = [[] for _ in range(num_samples)]  # only when not streaming
     tails = [""] * num_samples  # the last len(stop) characters, to spot the stop string
@@ -24,7 +23,7 @@ def write_samples(sampler: Sampler, prime: str, echo_prime: bool, length: int, o
     if streaming and echo_prime:
         out.write(prime)
     last_flush = time.monotonic()
-    for ids in sampler.generate(prime, length, options, num_samples, seed):
+    for ids in generated:
         for i, token in enumerate(ids):
             if finished[i]:
                 continue

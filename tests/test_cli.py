@@ -132,45 +132,37 @@ def test_user_errors_are_one_line(tmp_path, corpus_file):
     assert len(list((tmp_path / "c" / "cache").glob("*.tokens"))) == 1
 
 
-def test_train_defaults_are_the_configs_defaults():
-    # The CLI spells its defaults out (importing torch for them would slow every --help);
-    # a default tuned in one place and not the other would train a different model than
-    # the one the README and bench/ describe.
-    from dataclasses import MISSING, fields
+def test_train_options_come_from_the_configs():
+    """charrnn/config.py is the one source of the train options: every field becomes an
+    option with the field's default and help, and the run records what was parsed."""
+    from charrnn.config import option_fields
 
-    from charrnn.model import ModelConfig
-    from charrnn.train import TrainConfig
-
-    options = {p.name: p.default for p in cli.commands["train"].params}
-    checked = []
-    for config in (ModelConfig, TrainConfig):
-        for field in fields(config):
-            # None: a stop option with no default, which click marks its own way.
-            if field.name in options and field.default not in (MISSING, None):
-                assert options[field.name] == field.default, field.name
-                checked.append(field.name)
-    assert {"hidden", "dropout", "batch_size", "seq_len", "lr", "ema_decay", "eval_every"} <= set(checked)
+    params = {p.name: p for p in cli.commands["train"].params}
+    config_fields = option_fields()
+    assert {"hidden", "dropout", "batch_size", "seq_len", "lr", "ema_decay", "eval_every", "seed"} <= \
+        {f.name for f in config_fields}
+    for field in config_fields:
+        assert params[field.name].default == field.default, field.name
+        assert (params[field.name].help or "") == field.metadata["help"], field.name
+    assert invoke("train", "x.txt", "--batch-size", "0").exit_code == 2  # bounds come along
+    assert invoke("train", "x.txt", "--dropout", "1").exit_code == 2
+    assert invoke("train", "x.txt", "--cell", "transformer").exit_code == 2
 
 
-def test_device_defaults_replace_only_the_options_left_at_their_default(tmp_path, corpus_file, monkeypatch):
-    from charrnn import train as train_module
-
-    help_text = " ".join(invoke("train", "--help").stdout.split())
-    # The help says whether the defaults depend on the device: a test keeps it true.
-    assert ("same on every device" in help_text) == (not train_module.DEVICE_DEFAULTS)
-    # Which device's defaults apply is the session's choice; here the CPU is given some.
-    monkeypatch.setitem(train_module.DEVICE_DEFAULTS, "cpu", {"hidden": 40, "layers": 2, "seq_len": 24})
+def test_the_run_records_the_options_it_was_given(tmp_path, corpus_file):
     ckpt = tmp_path / "ck"
-    trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "4", "--layers", "1",
-                     "--batch-size", "8", "-q")
+    trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "4", "--hidden", "40",
+                     "--batch-size", "8", "--seq-len", "24", "--layers", "1", "-q")
     assert trained.exit_code == 0, trained.output
     args = checkpoint.load(ckpt / "latest.pt").data["train_args"]
-    assert (args["hidden"], args["layers"], args["seq_len"], args["batch_size"]) == (40, 1, 24, 8)
-    # A resumed run keeps its own options, whatever the device's defaults are now.
-    monkeypatch.setitem(train_module.DEVICE_DEFAULTS, "cpu", {"hidden": 48})
+    assert (args["hidden"], args["layers"], args["seq_len"], args["batch_size"], args["max_steps"]) == (40, 1, 24, 8, 4)
+    assert args["lr"] == 1.2e-2 and args["max_epochs"] is None
+    # A resumed run keeps its own options; the ones that define it cannot change.
     resumed = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--max-steps", "6", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert checkpoint.load(ckpt / "latest.pt").data["train_args"]["hidden"] == 40
+    changed = invoke("train", str(corpus_file), "--checkpoint-dir", str(ckpt), "--resume", "--hidden", "48", "-q")
+    assert changed.exit_code == 1 and "--hidden 48 differs" in changed.stderr
 
 
 def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):

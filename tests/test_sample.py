@@ -78,7 +78,7 @@ def test_invalid_options_rejected():
 @pytest.mark.parametrize("options", [SamplingOptions(0.9), SamplingOptions(0.9, top_p=0.95)])
 def test_same_seed_same_text(trained_dir, options):
     ckpt = checkpoint.load(trained_dir)
-    sampler = Sampler(ckpt.build_model(), ckpt.vocab)
+    sampler = Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
     a = list(sampler.generate("the ", 200, options, seed=5))
     b = list(sampler.generate("the ", 200, options, seed=5))
     c = list(sampler.generate("the ", 200, options, seed=6))

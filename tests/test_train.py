@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from charrnn import checkpoint, lstm_train, native
+from charrnn.config import TrainConfig, merge_resume_options
+from charrnn.data import split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.train import TrainConfig, Trainer, merge_resume_options, train_options
+from charrnn.train import Trainer
 from charrnn.vocab import Vocabulary
 
 from .conftest import make_corpus
@@ -21,10 +23,11 @@ def make_trainer(tmp_path, resume=None, precision=None, hidden=24, **overrides):
     config = TrainConfig(**settings)
     model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=hidden, dropout=0.1)
     torch.manual_seed(config.seed)
-    model = resume.build_model() if resume else CharRNN(model_config)
-    return Trainer(model, vocab, vocab.encode(text), config, torch.device("cpu"), tmp_path,
-                   train_options(model_config, config), {"sha256": "x", "length": len(text)}, resume=resume,
-                   precision=precision)
+    model = resume.move_model_to("cpu") if resume else CharRNN(model_config)
+    train_tokens, val_tokens = split_for_training(vocab.encode(text), config.val_frac, config.eval_chars,
+                                                  config.batch_size, config.seq_len)
+    return Trainer(model, vocab, train_tokens, val_tokens, config, torch.device("cpu"), tmp_path,
+                   {"sha256": "x", "length": len(text)}, resume=resume, precision=precision)
 
 
 def test_tiny_model_learns_well_below_uniform(tmp_path):
@@ -203,10 +206,9 @@ def test_checkpoints_older_than_an_option_resume_with_the_value_their_run_had():
         merge_resume_options(stored, {"weight_drop": 0.25}, explicit={"weight_drop"})
 
 
-def test_too_short_corpus_is_a_clear_error(tmp_path):
-    vocab = Vocabulary.from_text("abc")
-    config = TrainConfig(batch_size=8, seq_len=32, max_steps=1)
-    model_config = ModelConfig(vocab_size=3, hidden=4, layers=1)
+def test_too_short_corpus_is_a_clear_error():
+    tokens = Vocabulary.from_text("abc").encode("abc" * 20)
     with pytest.raises(CharrnnError, match="too short"):
-        Trainer(CharRNN(model_config), vocab, vocab.encode("abc" * 20), config, torch.device("cpu"), tmp_path,
-                {}, {})
+        split_for_training(tokens, val_frac=0.1, eval_chars=None, batch_size=8, seq_len=32)
+    train, val = split_for_training(tokens, val_frac=0.1, eval_chars=3, batch_size=2, seq_len=4)
+    assert len(train) == 54 and val.tolist() == tokens[54:58].tolist()

@@ -1,0 +1,246 @@
+"""What each command does, in terms of the modules: the CLI parses, then calls one function here.
+
+Every function takes typed options and raises CharrnnError (or a subclass) for anything the
+user can fix; none of them knows about click.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from . import checkpoint, distributed, tokens
+from .config import TrainJob, new_run_configs, resumed_configs
+from .corpus import build, write_output
+from .data import split_for_training
+from .errors import EXIT_SIGNAL_BASE, CharrnnError
+from .evaluate import evaluate
+from .model import CharRNN
+from .progress import TrainingProgress, count_bar, format_duration, log
+from .runtime import pick_device, pick_precision, precision_label, seed_everything
+from .sample import Sampler, SamplingOptions
+from .train import Trainer, stop_on_signals
+from .vocab import escape_chars
+from .writer import write_samples
+
+
+# ---- corpus -------------------------------------------------------------------------------
+def write_corpus(name: str, output: str, max_bytes: int | None = None, url: str | None = None) -> None:
+    """Builds a ready-made corpus and writes it to `output` ('-': stdout)."""
+    write_output(build(name, max_bytes=max_bytes, url=url), output)
+
+
+# ---- train --------------------------------------------------------------------------------
+def train(job: TrainJob) -> int:
+    """Trains (or resumes), returning the process exit code.
+
+    Under torchrun this runs once per rank: rank 0 alone reports progress and writes
+    checkpoints, and the ranks on each machine share that machine's token cache.
+    """
+    world = distributed.from_environment()
+    if world.distributed and job.corpus == "-":
+        raise CharrnnError("torchrun workers cannot share standard input; give the corpus as a file")
+    world, device = distributed.start(world, pick_device(job.device))
+    try:
+        code = _train(job, world, device, pick_precision(job.precision, device))
+        # Other ranks finish while rank 0 still writes the last checkpoint; no rank tears
+        # gloo down under a live peer (docs/experiments.md, "Distributed runs").
+        world.barrier()
+        return code
+    finally:
+        world.close()
+
+
+def _prepare_corpus(job: TrainJob, world: distributed.World, quiet: bool) -> tokens.EncodedCorpus:
+    # One rank per machine encodes; the others then find it in the cache.
+    cache_dir = job.cache_dir or job.checkpoint_dir / tokens.CACHE_FOLDER
+    if world.local_rank == 0:
+        corpus = tokens.prepare(job.corpus, job.encoding, cache_dir, quiet)
+    world.barrier()
+    if world.local_rank != 0:
+        corpus = tokens.prepare(job.corpus, job.encoding, cache_dir, quiet=True)
+    return corpus
+
+
+def _held_checkpoints(job: TrainJob) -> list[Path]:
+    """The checkpoints a new run would replace; an error unless --overwrite allows it.
+
+    A new run replaces latest.pt at once and best.pt only at its first validation: in
+    between, `sample` and `--resume` would take two different runs' weights.
+    """
+    if job.resume:
+        return []
+    held = [job.checkpoint_dir / n for n in (checkpoint.LATEST, checkpoint.BEST) if (job.checkpoint_dir / n).exists()]
+    if held and not job.overwrite:
+        raise CharrnnError(f"{job.checkpoint_dir} already holds a run ({', '.join(p.name for p in held)}): continue "
+                           f"it with --resume, start over with --overwrite, or use another --checkpoint-dir")
+    return held
+
+
+def _load_resumed(job: TrainJob) -> checkpoint.Checkpoint:
+    latest = job.checkpoint_dir / checkpoint.LATEST
+    if not latest.exists():
+        raise CharrnnError(f"--resume: no {checkpoint.LATEST} in {job.checkpoint_dir}")
+    return checkpoint.load(latest)
+
+
+def _resume_on(ckpt: checkpoint.Checkpoint, corpus: tokens.EncodedCorpus, warn: bool) -> tokens.EncodedCorpus:
+    """The corpus in the checkpoint's ids; an error if it has characters the model lacks."""
+    unknown = ckpt.vocab.unknown(corpus.vocab.chars)
+    if unknown:
+        raise CharrnnError("--resume: the corpus has characters the checkpoint's vocabulary lacks: "
+                           + escape_chars(unknown, limit=20))
+    old_sha = checkpoint.typed(ckpt.path, "corpus sha256", (ckpt.field("corpus", dict) or {}).get("sha256"), str)
+    if old_sha and old_sha != corpus.sha256 and warn:
+        # Shown even with --quiet, which silences progress, not warnings.
+        log(f"warning: resuming on a different corpus (sha256 {corpus.sha256}; "
+            f"the checkpoint was trained on {old_sha})")
+    return tokens.renumber(corpus, ckpt.vocab)
+
+
+def _train(job: TrainJob, world: distributed.World, device: torch.device, precision: torch.dtype | None) -> int:
+    quiet = job.quiet or not world.is_main
+    held = _held_checkpoints(job)
+    ckpt = _load_resumed(job) if job.resume else None
+    corpus = _prepare_corpus(job, world, quiet)
+    if ckpt is not None:
+        corpus = _resume_on(ckpt, corpus, warn=world.is_main)
+        model_config, config = resumed_configs(job, ckpt.field("train_args", dict) or {}, len(ckpt.vocab))
+        if model_config.to_dict() != ckpt.model_config.to_dict():
+            raise CharrnnError("--resume: the checkpoint's model config differs from its stored options")
+    else:
+        model_config, config = new_run_configs(job, len(corpus.vocab))
+    train_tokens, val_tokens = split_for_training(corpus.tokens, config.val_frac, config.eval_chars,
+                                                  config.batch_size, config.seq_len)
+    seed_everything(config.seed)
+    model = ckpt.move_model_to("cpu") if ckpt is not None else CharRNN(model_config)
+    source = {"sha256": corpus.sha256, "length": len(corpus), "source": job.corpus}
+    trainer = Trainer(model, ckpt.vocab if ckpt else corpus.vocab, train_tokens, val_tokens, config, device,
+                      job.checkpoint_dir, source, resume=ckpt, world=world, precision=precision)
+    if world.is_main:
+        for path in held:  # --overwrite, once the new run has passed its checks
+            path.unlink(missing_ok=True)
+    ranks = f" x {world.size} processes" if world.distributed else ""
+    log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
+        f"({model.num_parameters():,} parameters) on {len(corpus):,} chars, {len(trainer.vocab)} symbols, "
+        f"device {device.type}{ranks}, {precision_label(precision)}"
+        + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
+    log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
+    return _run(trainer, job.checkpoint_dir, quiet, world.is_main)
+
+
+def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool) -> int:
+    """Runs the loop with progress and signal handling; the exit code."""
+    trainer.progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
+    result = None
+    try:
+        with stop_on_signals(trainer):
+            result = trainer.run()
+    except KeyboardInterrupt:  # a second signal: the last checkpoint written stays whole
+        pass
+    finally:
+        trainer.progress.close()
+    if result is None:
+        log(f"aborted; the last checkpoint in {checkpoint_dir} is intact", quiet=not is_main)
+        return EXIT_SIGNAL_BASE + 2
+    latest = checkpoint_dir / checkpoint.LATEST
+    if result.stopped_by_signal is not None:
+        log(f"interrupted at step {result.step}; saved {latest}; continue with --resume", quiet=not is_main)
+        return EXIT_SIGNAL_BASE + result.stopped_by_signal
+    best = f"best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "no validation"
+    if trainer.plateaued():
+        best += " (validation stopped improving)"
+    log(f"done: {result.step} steps in {format_duration(trainer.elapsed)}, {best}; saved {latest}", quiet)
+    return 0
+
+
+# ---- sample -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleJob:
+    """What `charrnn sample` was asked for."""
+
+    checkpoint: str  # a file, or a directory (best.pt, else latest.pt)
+    options: SamplingOptions
+    length: int = 1000
+    prime: str | None = None  # None: the model's default prime, not printed
+    echo_prime: bool = True
+    num_samples: int = 1
+    seed: int | None = None
+    stop: str | None = None
+    separator: str = "\n\n"
+
+
+def sample(job: SampleJob, out: TextIO) -> None:
+    """Generates text from a checkpoint and writes it to `out` as it is made."""
+    ckpt = checkpoint.load(job.checkpoint)
+    sampler = Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
+    prime = job.prime if job.prime is not None else sampler.default_prime()
+    ids = sampler.generate(prime, job.length, job.options, job.num_samples, job.seed)  # checks the prime
+    write_samples(ids, sampler.vocab.chars, prime, echo_prime=job.prime is not None and job.echo_prime,
+                  num_samples=job.num_samples, stop=job.stop, separator=job.separator, out=out)
+
+
+# ---- eval ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalJob:
+    """What `charrnn eval` was asked for."""
+
+    text: str  # a path, or "-" for stdin
+    checkpoint: str
+    encoding: str = "utf-8"
+    skip_unknown: bool = False
+    streams: int = 16
+    device: str = "auto"
+    precision: str = "auto"
+    quiet: bool = False
+
+
+def evaluate_text(job: EvalJob) -> dict:
+    """The loss of a text under a checkpoint: nats and bits per character, perplexity."""
+    ckpt = checkpoint.load(job.checkpoint)
+    device = pick_device(job.device)
+    precision = pick_precision(job.precision, device)
+    ids, skipped = tokens.encode_for_model(job.text, job.encoding, ckpt.vocab, job.skip_unknown, quiet=job.quiet)
+    if len(ids) < 2:
+        raise CharrnnError("need at least two known characters to evaluate")
+    with count_bar(len(ids) - 1, "evaluating", "char", job.quiet) as bar:
+        result = evaluate(ckpt.move_model_to(device), ids, device, streams=job.streams, on_progress=bar.update,
+                          precision=precision)
+    return {
+        "loss": result.loss,
+        "bpc": result.bpc,
+        "perplexity": result.perplexity,
+        "chars": result.chars,
+        "skipped": skipped,
+        "precision": precision_label(precision),
+        "checkpoint": str(ckpt.path),
+    }
+
+
+# ---- info ---------------------------------------------------------------------------------
+def describe(checkpoint_path: str) -> dict:
+    """A checkpoint's model, vocabulary, training progress and corpus, as plain data."""
+    ckpt = checkpoint.load(checkpoint_path)
+    config = ckpt.model_config
+    corpus = ckpt.field("corpus", dict) or {}
+    number = (int, float)
+    return {
+        "checkpoint": str(ckpt.path),
+        "cell": config.cell,
+        "layers": config.layers,
+        "hidden": config.hidden,
+        "dropout": config.dropout,
+        "weight_drop": config.weight_drop,
+        "parameters": ckpt.model.num_parameters(),
+        "vocab_size": config.vocab_size,
+        "vocab": escape_chars(ckpt.vocab.chars),
+        "step": ckpt.field("step", int),
+        "best_val_loss": ckpt.field("best_val_loss", number),
+        "training_time": format_duration(ckpt.field("elapsed", number) or 0.0),
+        "precision": ckpt.field("precision", str) or "unrecorded",
+        "corpus_sha256": checkpoint.typed(ckpt.path, "corpus sha256", corpus.get("sha256"), str),
+        "corpus_length": checkpoint.typed(ckpt.path, "corpus length", corpus.get("length"), int),
+    }
