@@ -2,10 +2,10 @@
  *
  * charrnn/lstm_train.py calls this once per layer and direction for a whole window; see there
  * for why. The hidden-to-hidden product of each time step (64 x 256 by 256 x 1024 for the
- * default model at batch 64) is too small for oneDNN to run well on AMX (about 90 us through
- * torch.mm, a fifth of the tiles' rate); here it is a handful of tile instructions per block
- * of 16 hidden units, and the gate arithmetic follows in the same call, without returning to
- * Python or waking threads between time steps.
+ * default model at batch 64) is too small for oneDNN to run well on AMX (see
+ * docs/experiments.md, "The AMX recurrence"); here it is a handful of tile instructions per
+ * block of 16 hidden units, and the gate arithmetic follows in the same call, without
+ * returning to Python or waking threads between time steps.
  *
  * Threads split the hidden units in blocks of 16; each thread owns its units' four gates
  * (forward) and its units' columns of dh (backward), so one barrier a time step suffices:
@@ -21,19 +21,24 @@
  *
  * Gates are in PyTorch's order (i, f, g, o), rows [batch][4 * hidden]. Products are bf16 with
  * fp32 accumulation; the gate arithmetic, the cell and dh/dc are fp32. Memory bandwidth, not
- * arithmetic, bounds the gate arithmetic here (about 10 GB/s a core on the CI machine), so
- * the activated gates are kept for backward in fp16 (they lie in [-1, 1]; 11 significant bits
- * against bf16's 8) and tanh(c) is computed again in backward rather than kept.
+ * arithmetic, bounds the gate arithmetic, so the activated gates are kept for backward in
+ * fp16 (they lie in [-1, 1]; 11 significant bits against bf16's 8) and tanh(c) is computed
+ * again in backward rather than kept (see docs/experiments.md, "The AMX recurrence").
  *
- * The caller guarantees batch % 16 == 0 and hidden % 32 == 0, no more threads than blocks of
- * 16 units, and packs W_hh into the tiles' pair-interleaved layout (lstm_train.py: _pack):
- * [column blocks of 16][K / 2][16][2].
+ * The kernels return UNSUPPORTED_SHAPE, touching nothing, unless steps > 0, batch is a
+ * positive multiple of 16 (rows of a tile), hidden a positive multiple of 32 (bf16 values of
+ * K in a tile) and threads > 0; threads beyond hidden / 16 find no units and wait at the
+ * barriers. The caller packs W_hh into the tiles' pair-interleaved layout (lstm_train.py:
+ * _pack), [column blocks of 16][K / 2][16][2], and passes ids that index the table.
+ * charrnn_amx_abi, at the end, lets native.py check these constants at load.
  */
 #include <immintrin.h>
+#include <limits.h>
 #include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,6 +49,16 @@
 #define TILE 16  /* rows of a tile, and columns of an output tile */
 #define KSTEP 32 /* bf16 values of K per tile */
 #define GROUP 4  /* output tiles accumulated at once (tiles 0-3; A in 4 and 6, B in 5) */
+#define ABI_VERSION 1 /* charrnn.native.AMX_ABI_VERSION: raise both when a function's arguments change */
+
+/* The kernels' return codes besides 0, as lstm_train.py reads them. */
+#define OUT_OF_MEMORY (-1)
+#define UNSUPPORTED_SHAPE (-2)
+
+static int shape_supported(int steps, int batch, int hidden, int threads) {
+    return steps > 0 && batch > 0 && batch % TILE == 0 && hidden > 0 && hidden % KSTEP == 0
+           && hidden <= INT_MAX / 4 && threads > 0; /* 4 * hidden is an int below */
+}
 
 /* Linux hands out AMX state only on request, once per process. 0 on success. */
 int charrnn_amx_init(void) {
@@ -167,7 +182,7 @@ static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *
  * [vocab][4H] whose row ids[t][b] is row (t, b)'s: a one-hot input's projection is a row of
  * W_ih^T, so the first layer looks its inputs up; w_packed: W_hh^T packed, K = hidden;
  * h0 [batch][H] bf16, c0 [batch][H]; out: acts [steps][batch][4H] fp16 (the activated gates),
- * c [steps][batch][H], h [steps][batch][H] bf16. Returns -1 if out of memory.
+ * c [steps][batch][H], h [steps][batch][H] bf16. Returns 0, OUT_OF_MEMORY or UNSUPPORTED_SHAPE.
  *
  * Each time step, a thread first lands the products for all its units in `pre` (rows of its
  * units, gate by gate), then runs the gate arithmetic along rows: going down columns of 16
@@ -176,6 +191,8 @@ static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *
 int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, const uint16_t *x_gates,
                              const int64_t *ids, const uint16_t *w_packed, const float *bias, const uint16_t *h0,
                              const float *c0, uint16_t *acts, float *c, uint16_t *h) {
+    if (!shape_supported(steps, batch, hidden, threads))
+        return UNSUPPORTED_SHAPE;
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;
@@ -211,7 +228,7 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
             _tile_release();
         free(pre);
     }
-    return failed ? -1 : 0;
+    return failed ? OUT_OF_MEMORY : 0;
 }
 
 /* acts: the row's activated gates, loaded to fp32, n apart. d_bias (the bias gradient, at
@@ -253,10 +270,13 @@ static inline void backward_units(size_t H, int n, const float *restrict acts, c
  * [batch][H] fp32 come in as the gradients of the last h and c and leave as those of h0 and
  * c0; d_gates [steps][batch][4H] bf16 receives the gates' pre-activation gradients, and
  * d_bias [4H] (zeroed by the caller) their sum over steps and rows. With ids (forward's),
- * d_table [vocab][4H] (zeroed by the caller) receives their sums by the row looked up. */
+ * d_table [vocab][4H] (zeroed by the caller) receives their sums by the row looked up.
+ * Returns as forward does. */
 int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, const uint16_t *acts, const float *c,
                                const float *c0, const uint16_t *grad_h, const uint16_t *w_packed, float *dh_rec,
                                float *dc, uint16_t *d_gates, float *d_bias, const int64_t *ids, float *d_table) {
+    if (!shape_supported(steps, batch, hidden, threads))
+        return UNSUPPORTED_SHAPE;
     const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;
@@ -296,5 +316,19 @@ int charrnn_amx_lstm_backward(int steps, int batch, int hidden, int threads, con
             _tile_release();
         free(gates);
     }
-    return failed ? -1 : 0;
+    return failed ? OUT_OF_MEMORY : 0;
+}
+
+/* What native.py checks when it loads this library, so that lstm_train.py's constants
+ * cannot silently disagree with this file's: for "version", "block" (hidden units a thread
+ * takes at a time, and columns of a packed block of W), "batch_multiple" and
+ * "hidden_multiple", the value; -1 for any other name. */
+long charrnn_amx_abi(const char *name) {
+    static const struct { const char *name; long value; } answers[] = {
+        {"version", ABI_VERSION}, {"block", TILE}, {"batch_multiple", TILE}, {"hidden_multiple", KSTEP},
+    };
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++)
+        if (strcmp(name, answers[i].name) == 0)
+            return answers[i].value;
+    return -1;
 }

@@ -20,14 +20,17 @@
  * as charrnn.sample.Chooser does with tensors, which saves the sampler two tensor operations
  * per character.
  *
- * charrnn_lstm_gates, at the end, serves the tensor step of several streams (see there).
+ * charrnn_lstm_gates serves the tensor step of several streams (see there), and
+ * charrnn_step_abi, at the end, lets native.py check its copy of this file's layout.
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lstm_math.h"
 
-#define BLOCK 16 /* must equal charrnn.native.BLOCK */
+#define BLOCK 16      /* charrnn.native.BLOCK; checked at load through charrnn_step_abi */
+#define ABI_VERSION 1 /* charrnn.native.STEP_ABI_VERSION: raise both when a function's arguments change */
 
 /* acc[g][j] += sum over k of x[k] * w[k][g][j] */
 static inline void accumulate(float acc[4][BLOCK], const float *x, int n, const float *w) {
@@ -40,7 +43,7 @@ static inline void accumulate(float acc[4][BLOCK], const float *x, int n, const 
     }
 }
 
-/* The model and its buffers, filled once by native.py (its Model structure mirrors this). */
+/* The model and its buffers, filled once by native.py (its LstmStepStruct mirrors this). */
 struct charrnn_lstm {
     int layers, hidden, vocab, padded_vocab, threads;
     const float *table;          /* [vocab][4 * hidden]: layer 0's input gates, biases included */
@@ -133,4 +136,23 @@ void charrnn_lstm_gates(int batch, int hidden, int threads, const float *restric
             hb[j] = out * tanh_approx(cb[j]);
         }
     }
+}
+
+/* What native.py checks when it loads this library, so that its ctypes copy of struct
+ * charrnn_lstm and its BLOCK cannot silently disagree with this file: for "version",
+ * "size" (of the struct), "block", or the name of one of the struct's fields (its offset),
+ * the value; -1 for any other name. */
+long charrnn_step_abi(const char *name)
+{
+#define FIELD(field) {#field, (long)offsetof(struct charrnn_lstm, field)}
+    static const struct { const char *name; long value; } answers[] = {
+        {"version", ABI_VERSION}, {"size", (long)sizeof(struct charrnn_lstm)}, {"block", BLOCK},
+        FIELD(layers), FIELD(hidden), FIELD(vocab), FIELD(padded_vocab), FIELD(threads), FIELD(table),
+        FIELD(weights), FIELD(biases), FIELD(head_w), FIELD(head_b), FIELD(h), FIELD(c), FIELD(logits),
+    };
+#undef FIELD
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++)
+        if (strcmp(name, answers[i].name) == 0)
+            return answers[i].value;
+    return -1;
 }

@@ -1,16 +1,17 @@
 """Training a stacked LSTM in bf16 on a CPU with AMX: the recurrence in C on the matrix tiles,
 everything else as whole-window products.
 
-`nn.LSTM` on a CPU runs oneDNN's fused LSTM. On the 2-core CI machine (Sapphire Rapids, AMX)
-it reached about 300 GFLOP/s in bf16 against the 1.9 TFLOP/s its tiles give to large products,
-and its backward pass took twice its forward (bench/README.md). Only the hidden-to-hidden
-product has to wait for the previous time step, so each layer here:
+`nn.LSTM` on a CPU runs oneDNN's fused LSTM, which in bf16 reaches a small part of the rate
+that AMX tiles give to large products, and whose backward pass is slower than its forward
+(see docs/experiments.md, "The AMX recurrence"). Only the hidden-to-hidden product has to
+wait for the previous time step, so each layer here:
 
 - computes the input projection of the whole window as one product (oneDNN, `torch.mm`)
   before the recurrence, and the input gradient and both weight gradients as one product each
   after it; the first layer, whose inputs are rows of the embedding, instead looks each
   character's projection up in a [vocab, 4 * hidden] table and sums its gradient by
-  character in the kernel, which spares it three of those products;
+  character in the kernel, which spares it three of those products (see docs/experiments.md,
+  "First-layer lookup");
 - runs the recurrence itself, forward or backward, in one call to lstm_amx.c: per time step
   a few tile instructions per block of 16 units and the gate arithmetic beside them.
 
@@ -30,7 +31,10 @@ from . import native
 from .dropout import dropout
 
 State = tuple[torch.Tensor, torch.Tensor]
+# lstm_amx.c's tile constants, which native.py checks against the library's when it loads it:
+UNIT_BLOCK = 16  # hidden units a thread takes at a time, and columns of a packed block of W
 BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per tile
+OUT_OF_MEMORY, UNSUPPORTED_SHAPE = -1, -2  # lstm_amx.c's return codes besides 0
 
 
 def usable(batch: int, hidden: int, device_type: str) -> bool:
@@ -95,7 +99,7 @@ def input_table(embedding: torch.Tensor, w_ih: torch.Tensor) -> torch.Tensor:
 def _pack(w: torch.Tensor) -> torch.Tensor:
     """[K, N] -> the tiles' layout for the right operand: [N / 16][K / 2][16][2]."""
     k, n = w.shape
-    return w.reshape(k // 2, 2, n // 16, 16).permute(2, 0, 3, 1).contiguous()
+    return w.reshape(k // 2, 2, n // UNIT_BLOCK, UNIT_BLOCK).permute(2, 0, 3, 1).contiguous()
 
 
 def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -103,6 +107,18 @@ def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     if ids.numel() and not (0 <= int((bounds := torch.aminmax(ids)).min) and int(bounds.max) < vocab):
         raise IndexError(f"ids must lie in [0, {vocab}) to index the input table")
     return ids.to(torch.int64).contiguous()
+
+
+def _check(code: int, steps: int, batch: int, hidden: int) -> None:
+    """Raises for a kernel's return code other than 0."""
+    if code == UNSUPPORTED_SHAPE:
+        raise ValueError(f"lstm_amx.c cannot run {steps} steps of batch {batch}, hidden {hidden}: it needs at "
+                         f"least one step, batch a multiple of {BATCH_MULTIPLE} and hidden a multiple of "
+                         f"{HIDDEN_MULTIPLE}")
+    if code == OUT_OF_MEMORY:
+        raise MemoryError("lstm_amx.c could not allocate its buffers")
+    if code != 0:
+        raise RuntimeError(f"lstm_amx.c returned {code}, which charrnn does not know")
 
 
 def _ids_address(ids: torch.Tensor | None) -> int | None:
@@ -135,12 +151,11 @@ class _LSTMLayer(torch.autograd.Function):
         h = x_gates.new_empty((steps, batch, hidden))
         h0_bf16, c0 = h0.to(torch.bfloat16).contiguous(), c0.float().contiguous()
         w_packed = _pack(w_hh.t())
-        failed = native.amx_library().charrnn_amx_lstm_forward(
-            steps, batch, hidden, native.threads(hidden // 16), _address(x_gates), _ids_address(ids),
+        code = native.amx_library().charrnn_amx_lstm_forward(
+            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), _address(x_gates), _ids_address(ids),
             _address(w_packed), _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32),
             acts.data_ptr(), c.data_ptr(), h.data_ptr())
-        if failed:
-            raise MemoryError("lstm_amx.c could not allocate its buffers")
+        _check(code, steps, batch, hidden)
         ctx.table_shape = x_gates.shape if ids is not None else None
         ctx.save_for_backward(ids, w_hh, acts, c, h, h0_bf16, c0)
         return h, h[-1].float(), c[-1].clone()
@@ -158,13 +173,12 @@ class _LSTMLayer(torch.autograd.Function):
         grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
         grad_table = c.new_zeros(ctx.table_shape) if ids is not None else None  # likewise, by symbol
         w_packed = _pack(w_hh)
-        failed = native.amx_library().charrnn_amx_lstm_backward(
-            steps, batch, hidden, native.threads(hidden // 16), acts.data_ptr(), c.data_ptr(),
+        code = native.amx_library().charrnn_amx_lstm_backward(
+            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), acts.data_ptr(), c.data_ptr(),
             _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
             _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(), _ids_address(ids),
             grad_table.data_ptr() if grad_table is not None else None)
-        if failed:
-            raise MemoryError("lstm_amx.c could not allocate its buffers")
+        _check(code, steps, batch, hidden)
         grad_x = grad_table.to(torch.bfloat16) if ids is not None else d_gates
         grad_w_hh = None
         if ctx.needs_input_grad[2]:

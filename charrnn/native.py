@@ -2,20 +2,22 @@
 CPUs with AMX, the recurrence of a training step (lstm_amx.c; see charrnn.lstm_train).
 
 Stepping one stream through eager PyTorch costs about fifteen tensor operations per
-character, each with microseconds of set-up, on top of reading the weights; on a 2-core
-CPU that held sampling near 8,000 chars/s. The C step does the same arithmetic in one call,
-close to the rate at which the weights can be read (bench/speed.py). `torch.compile` of
-the same step was slower than eager here (bench/README.md), so the step is written out.
-The same library computes the gates of several streams for the tensor step (one call a
-layer instead of six tensor operations).
+character, each with its own set-up, on top of reading the weights; the C step does the
+same arithmetic in one call, and is written out by hand because `torch.compile` of the
+step was slower than eager (see docs/experiments.md, "The C sampling step"). The same
+library computes the gates of several streams for the tensor step (one call a layer
+instead of six tensor operations).
 
-The library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and cached
-in the user's cache folder under a name that hashes the source and lstm_math.h, the compiler, its flags
-and the CPU, so a changed file or another machine sharing the folder gets its own build.
-Anything that goes wrong (no compiler, no OpenMP, an unwritable cache) leaves `library()`
-returning None and the sampler on the eager step, which gives the same distribution; and
-`amx_library()` None and training on `nn.LSTM`, which computes the same function.
-`CHARRNN_NATIVE=0` turns both off.
+A library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and cached in
+the user's cache folder under a name that hashes the source and lstm_math.h, the compiler,
+its flags and the CPU, so a changed file or another machine sharing the folder gets its own
+build. When it loads, the library reports its struct layout and block constants
+(`charrnn_step_abi`, `charrnn_amx_abi`) and they are compared with the ones this module and
+lstm_train.py use. Anything that goes wrong (no compiler, no OpenMP, an unwritable cache, a
+mismatched constant) leaves `library()` returning None and the sampler on the eager step,
+which gives the same distribution; and `amx_library()` None and training on `nn.LSTM`, which
+computes the same function. `CHARRNN_NATIVE=0` turns both off; `CHARRNN_NATIVE=verbose`
+says on stderr why a library could not be had (silent otherwise).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,15 +43,30 @@ SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
 HEADERS = (Path(__file__).with_name("lstm_math.h"),)  # included by both sources
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
+# Raised with the C files' ABI_VERSION whenever a function's arguments change.
+STEP_ABI_VERSION, AMX_ABI_VERSION = 1, 1
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC")
-ENABLE_ENV = "CHARRNN_NATIVE"
+ENABLE_ENV = "CHARRNN_NATIVE"  # 0/false/no/off: never build; verbose: report failures on stderr
 COMPILE_TIMEOUT_S = 120
+REPORTED_LINES = 20  # of a failed compiler's stderr
 
 
 def enabled() -> bool:
-    return os.environ.get(ENABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _setting() not in ("0", "false", "no", "off")
+
+
+def verbose() -> bool:
+    return _setting() == "verbose"
+
+
+def _setting() -> str:
+    return os.environ.get(ENABLE_ENV, "1").strip().lower()
+
+
+class Unusable(Exception):
+    """Why a library cannot be had; printed under CHARRNN_NATIVE=verbose."""
 
 
 def threads(work_items: int) -> int:
@@ -65,24 +83,43 @@ def cache_folder() -> Path:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled step, built if no cached build fits; None when it cannot be had."""
-    return _load(SOURCE, _bind)
+    return _load(SOURCE, _bind, "sampling takes the PyTorch step")
 
 
 @functools.cache
 def amx_library() -> ctypes.CDLL | None:
     """lstm_amx.c's recurrence, on CPUs with AMX-BF16 whose kernel grants the tiles; else None."""
     if not cpu_multiplies_bf16():
+        if verbose():
+            _report(AMX_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AMX-BF16")
         return None
-    lib = _load(AMX_SOURCE, _bind_amx)
-    return lib if lib is not None and lib.charrnn_amx_init() == 0 else None
+    return _load(AMX_SOURCE, _bind_amx, "bf16 training takes nn.LSTM")
 
 
-def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CDLL | None:
+def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL], fallback: str) -> ctypes.CDLL | None:
     if not enabled():
         return None
-    compiler = shutil.which(os.environ.get("CC") or "cc")
-    if compiler is None or not all(path.is_file() for path in (source, *HEADERS)):
+    try:
+        return _build_and_bind(source, bind)
+    except Unusable as why:
+        if verbose():
+            _report(source, fallback, str(why))
         return None
+
+
+def _report(source: Path, fallback: str, why: str) -> None:
+    print(f"charrnn: cannot use {source.name} ({fallback}): {why}", file=sys.stderr, flush=True)
+
+
+def _build_and_bind(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CDLL:
+    """The library from the cache, else built into it, else built privately; Unusable if none."""
+    name = os.environ.get("CC") or "cc"
+    compiler = shutil.which(name)
+    if compiler is None:
+        raise Unusable(f"no C compiler: {name!r} is not on PATH (set CC to one)")
+    missing = [path.name for path in (source, *HEADERS) if not path.is_file()]
+    if missing:
+        raise Unusable(f"missing from the installed package: {', '.join(missing)}")
     path = cache_folder() / f"{source.stem}-{_build_key(compiler, source)}.so"
     try:
         if path.is_file():
@@ -99,8 +136,19 @@ def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CD
                 tmp = Path(folder) / path.name
                 _compile(compiler, source, tmp)
                 return bind(ctypes.CDLL(str(tmp)))  # stays mapped once loaded
-    except (OSError, subprocess.SubprocessError, AttributeError):
-        return None
+    except subprocess.CalledProcessError as failed:
+        raise Unusable(f"{compiler} exited with status {failed.returncode}:\n{_trimmed(failed.stderr)}") from None
+    except subprocess.TimeoutExpired:
+        raise Unusable(f"{compiler} took more than {COMPILE_TIMEOUT_S} s") from None
+    except (OSError, AttributeError) as error:  # AttributeError: a function the library lacks
+        raise Unusable(f"{type(error).__name__}: {error}") from None
+
+
+def _trimmed(stderr: bytes | None) -> str:
+    lines = (stderr or b"").decode(errors="replace").rstrip().splitlines() or ["(no output)"]
+    if len(lines) > REPORTED_LINES:
+        lines = lines[:REPORTED_LINES] + [f"... ({len(lines) - REPORTED_LINES} more lines)"]
+    return "\n".join("    " + line for line in lines)
 
 
 def _build_key(compiler: str, source: Path) -> str:
@@ -127,7 +175,7 @@ def _compile(compiler: str, source: Path, output: Path) -> None:
                    timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
-class Model(ctypes.Structure):
+class LstmStepStruct(ctypes.Structure):
     """lstm_step.c's struct charrnn_lstm: the packed weights and the buffers of one stream."""
 
     _fields_ = [(name, ctypes.c_int) for name in ("layers", "hidden", "vocab", "padded_vocab", "threads")] + [
@@ -142,9 +190,24 @@ class Model(ctypes.Structure):
     ]
 
 
+def _check_abi(lib: ctypes.CDLL, function: str, expected: dict[str, int]) -> None:
+    """Unusable unless the library's `function` (name -> value, -1 if unknown) gives each value."""
+    abi = getattr(lib, function)
+    abi.argtypes = [ctypes.c_char_p]
+    abi.restype = ctypes.c_long
+    reported = {name: abi(name.encode()) for name in expected}
+    wrong = [f"{name} {reported[name]} (expected {value})" for name, value in expected.items()
+             if reported[name] != value]
+    if wrong:
+        raise Unusable(f"the library disagrees with charrnn's Python code: {', '.join(wrong)}")
+
+
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    fields = {name: getattr(LstmStepStruct, name).offset for name, _ in LstmStepStruct._fields_}
+    _check_abi(lib, "charrnn_step_abi", {"version": STEP_ABI_VERSION, "block": BLOCK,
+                                         "size": ctypes.sizeof(LstmStepStruct), **fields})
     step = lib.charrnn_lstm_step  # (model, char_id, current, noise or NULL, scale) -> drawn id or -1
-    step.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
+    step.argtypes = [ctypes.POINTER(LstmStepStruct), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
     step.restype = ctypes.c_int
     gates = lib.charrnn_lstm_gates  # (batch, hidden, threads, gates, c, h, h_stride)
     gates.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int]
@@ -153,12 +216,19 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
+    from . import lstm_train  # which imports this module
+
+    _check_abi(lib, "charrnn_amx_abi", {"version": AMX_ABI_VERSION, "block": lstm_train.UNIT_BLOCK,
+                                        "batch_multiple": lstm_train.BATCH_MULTIPLE,
+                                        "hidden_multiple": lstm_train.HIDDEN_MULTIPLE})
     lib.charrnn_amx_init.argtypes = []
     lib.charrnn_amx_init.restype = ctypes.c_int
     # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
     lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
-    lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # -1: out of memory
+    lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # 0, or one of lstm_train's error codes
     # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias, ids, d_table)
     lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 11
-    lib.charrnn_amx_lstm_backward.restype = ctypes.c_int  # -1: out of memory
+    lib.charrnn_amx_lstm_backward.restype = ctypes.c_int
+    if lib.charrnn_amx_init() != 0:
+        raise Unusable("the kernel did not grant this process the AMX tile state")
     return lib

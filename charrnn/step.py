@@ -195,7 +195,7 @@ class NativeLSTMStep:
         pointers = ctypes.c_void_p * layers
         self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept alive with the tensors
         self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
-        self.native_model = native.Model(
+        self.native_model = native.LstmStepStruct(
             layers=layers, hidden=hidden, vocab=vocab, padded_vocab=padded_vocab,
             threads=native.threads(hidden // native.BLOCK),
             table=self.table.data_ptr(), weights=self.weight_ptrs, biases=self.bias_ptrs,

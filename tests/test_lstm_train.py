@@ -78,6 +78,59 @@ def test_amx_results_do_not_depend_on_the_thread_count(amx):
             assert torch.equal(results[0][3][name], other[3][name]), name
 
 
+# Shapes the tiles cannot run: no steps, batch not a positive multiple of 16, hidden not a
+# positive multiple of 32 (or so large that 4 * hidden overflows an int), no threads.
+@pytest.mark.parametrize("steps,batch,hidden,threads", [
+    (0, 16, 32, 1), (-1, 16, 32, 1), (4, 8, 32, 1), (4, 24, 32, 1), (4, 0, 32, 1), (4, -16, 32, 1),
+    (4, 16, 48, 1), (4, 16, 16, 1), (4, 16, 0, 1), (4, 16, -32, 1), (4, 16, 2 ** 30, 1), (4, 16, 32, 0)])
+def test_the_kernels_refuse_shapes_they_cannot_run(amx, steps, batch, hidden, threads):
+    """Called through ctypes with such a shape, both kernels return their shape error before
+    touching a buffer (all NULL here)."""
+    lib = native.amx_library()
+    assert lib.charrnn_amx_lstm_forward(steps, batch, hidden, threads, *[None] * 9) == lstm_train.UNSUPPORTED_SHAPE
+    assert lib.charrnn_amx_lstm_backward(steps, batch, hidden, threads, *[None] * 11) == lstm_train.UNSUPPORTED_SHAPE
+
+
+@pytest.mark.parametrize("steps,batch,hidden,message", [
+    (4, 8, 32, "cannot run 4 steps of batch 8, hidden 32: it needs at least one step, batch a multiple of 16 and "
+               "hidden a multiple of 32"),
+    (0, 16, 32, "cannot run 0 steps of batch 16"), (4, 16, 48, "hidden 48")])
+def test_a_shape_the_kernel_refuses_is_a_clear_error(amx, steps, batch, hidden, message):
+    x_gates = torch.zeros(steps, batch, 4 * hidden, dtype=torch.bfloat16)
+    w_hh, bias, state = torch.zeros(4 * hidden, hidden), torch.zeros(4 * hidden), torch.zeros(batch, hidden)
+    with pytest.raises(ValueError, match=message):
+        lstm_train._LSTMLayer.apply(x_gates, None, w_hh, bias, bias, state, state)
+
+
+def test_each_kernel_error_code_has_its_own_error():
+    lstm_train._check(0, 4, 16, 32)
+    with pytest.raises(ValueError, match="lstm_amx.c cannot run"):
+        lstm_train._check(lstm_train.UNSUPPORTED_SHAPE, 4, 8, 32)
+    with pytest.raises(MemoryError, match="could not allocate"):
+        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32)
+    with pytest.raises(RuntimeError, match="returned -7"):
+        lstm_train._check(-7, 4, 16, 32)
+
+
+def test_amx_layers_pass_nan_and_infinity_on_as_nn_lstm_does(amx):
+    """A NaN input makes its row NaN from that step on, and an infinite one saturates the gates
+    (finite results), on the AMX path as in nn.LSTM."""
+    torch.manual_seed(2)
+    core = nn.LSTM(32, 32, 1)
+    x = torch.randn(6, 16, 32)
+    x[1, 3, 0], x[2, 5, 0] = float("nan"), float("inf")
+    state = (torch.zeros(1, 16, 32), torch.zeros(1, 16, 32))
+    with torch.no_grad():
+        want, _ = core(x, state)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, _ = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
+    got = got.float()
+    assert want[1:, 3].isnan().all() and not want[:, 5].isnan().any()
+    assert torch.equal(got.isnan(), want.isnan())
+    finite = ~want.isnan()
+    assert (got[finite] - want[finite]).abs().max().item() < 0.02
+
+
 def test_the_model_trains_through_amx_only_where_it_fits(amx):
     """bf16 training on the CPU takes the AMX path when the shapes fit the tiles; other
     shapes, fp32, evaluation and inference fall back to nn.LSTM; both give the same loss."""

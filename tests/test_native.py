@@ -1,17 +1,19 @@
 """The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
 
 import configparser
+import ctypes
 import fnmatch
 import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from charrnn import native
+from charrnn import lstm_train, native
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.runtime import cpu_multiplies_bf16
 from charrnn.sample import Sampler, SamplingOptions
@@ -269,3 +271,135 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
     vocab = Vocabulary.from_text("abcde")
     assert len(list(Sampler(model, vocab).generate("a", 20, SamplingOptions(), seed=0))) == 20
     assert not fresh_library.exists() or not any(fresh_library.iterdir())
+
+
+@pytest.fixture
+def rebound():
+    """library() and amx_library() bound again (from the session's cache) in the test, and
+    once more after it."""
+    native.library.cache_clear()
+    native.amx_library.cache_clear()
+    yield
+    native.library.cache_clear()
+    native.amx_library.cache_clear()
+
+
+def test_the_libraries_report_the_layout_and_constants_python_uses(library):
+    abi = library.charrnn_step_abi
+    assert abi(b"size") == ctypes.sizeof(native.LstmStepStruct)
+    assert abi(b"block") == native.BLOCK
+    assert abi(b"version") == native.STEP_ABI_VERSION
+    for name, _ in native.LstmStepStruct._fields_:
+        assert abi(name.encode()) == getattr(native.LstmStepStruct, name).offset, name
+    assert abi(b"no such field") == -1
+    amx = native.amx_library()
+    if amx is not None:
+        assert [amx.charrnn_amx_abi(name) for name in (b"version", b"block", b"batch_multiple", b"hidden_multiple",
+                                                       b"no such constant")] == [
+            native.AMX_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE, -1]
+
+
+class ReorderedStruct(ctypes.Structure):
+    """LstmStepStruct with two fields of the same size swapped: the size agrees, the offsets do not."""
+
+    _fields_ = native.LstmStepStruct._fields_[:-2] + native.LstmStepStruct._fields_[:-3:-1]
+
+
+class LongerStruct(ctypes.Structure):
+    _fields_ = native.LstmStepStruct._fields_ + [("extra", ctypes.c_int)]
+
+
+@pytest.mark.parametrize("change", ["version", "block", "reordered", "longer"])
+def test_a_step_library_that_disagrees_with_python_is_not_used(library, rebound, monkeypatch, capsys, change):
+    """A library whose struct layout or constants differ from native.py's is refused at load
+    (and the reason given under CHARRNN_NATIVE=verbose): sampling takes the eager step."""
+    real = native.LstmStepStruct
+    if change == "version":
+        monkeypatch.setattr(native, "STEP_ABI_VERSION", 2)
+        reported = "version 1 (expected 2)"
+    elif change == "block":
+        monkeypatch.setattr(native, "BLOCK", 8)
+        reported = "block 16 (expected 8)"
+    elif change == "reordered":
+        monkeypatch.setattr(native, "LstmStepStruct", ReorderedStruct)
+        reported = (f"logits {real.logits.offset} (expected {real.c.offset}), "
+                    f"c {real.c.offset} (expected {real.logits.offset})")
+    else:
+        monkeypatch.setattr(native, "LstmStepStruct", LongerStruct)
+        reported = f"size {ctypes.sizeof(real)} (expected {ctypes.sizeof(LongerStruct)}), extra -1"
+    monkeypatch.setenv(native.ENABLE_ENV, "verbose")
+    assert native.library() is None
+    assert isinstance(step_cell(CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval(), 1), LSTMStep)
+    err = capsys.readouterr().err
+    assert "cannot use lstm_step.c (sampling takes the PyTorch step)" in err
+    assert reported in err
+
+
+def test_an_amx_library_that_disagrees_with_lstm_train_is_not_used(rebound, monkeypatch, capsys):
+    if native.amx_library() is None:
+        pytest.skip("needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c")
+    native.amx_library.cache_clear()
+    monkeypatch.setattr(lstm_train, "HIDDEN_MULTIPLE", 64)
+    monkeypatch.setenv(native.ENABLE_ENV, "verbose")
+    assert native.amx_library() is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lstm_train.usable(16, 64, "cpu")
+    err = capsys.readouterr().err
+    assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM)" in err
+    assert "hidden_multiple 32 (expected 64)" in err
+
+
+def broken_compiler(folder: Path, lines: int = 30) -> Path:
+    """A C compiler that writes `lines` lines of errors and fails."""
+    script = folder / "broken-cc"
+    script.write_text(f"#!/bin/sh\nfor i in $(seq 1 {lines}); do echo \"error line $i\" >&2; done\nexit 4\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, capsys):
+    """CHARRNN_NATIVE=verbose prints the compiler's status and the head of its stderr."""
+    monkeypatch.setenv("CC", str(broken_compiler(tmp_path)))
+    monkeypatch.setenv(native.ENABLE_ENV, "verbose")
+    assert native.library() is None
+    err = capsys.readouterr().err
+    assert "cannot use lstm_step.c (sampling takes the PyTorch step)" in err
+    assert "broken-cc exited with status 4" in err
+    assert "    error line 1\n" in err and "    error line 20\n" in err and "error line 21" not in err
+    assert "... (10 more lines)" in err
+    assert native.amx_library() is None
+    err = capsys.readouterr().err
+    if cpu_multiplies_bf16():
+        assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
+    else:
+        assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM): this CPU has no AMX-BF16" in err
+
+
+def test_verbose_says_when_there_is_no_compiler(fresh_library, monkeypatch, capsys):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv(native.ENABLE_ENV, "Verbose ")
+    assert native.library() is None
+    assert "no C compiler: '/nonexistent/cc' is not on PATH (set CC to one)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", [None, "1", "0"])
+def test_a_failed_build_is_silent_unless_verbose(fresh_library, tmp_path, monkeypatch, capfd, setting):
+    monkeypatch.setenv("CC", str(broken_compiler(tmp_path)))
+    if setting is None:
+        monkeypatch.delenv(native.ENABLE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(native.ENABLE_ENV, setting)
+    assert native.library() is None
+    assert native.amx_library() is None
+    assert capfd.readouterr() == ("", "")
+
+
+def test_verbose_reports_once_per_process(tmp_path):
+    """In a fresh process, as a command would run: the reason reaches stderr, once."""
+    env = {**os.environ, "CC": str(broken_compiler(tmp_path, lines=2)), native.ENABLE_ENV: "verbose",
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    ran = subprocess.run([sys.executable, "-c", "from charrnn import native; native.library(); native.library()"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.count("charrnn: cannot use lstm_step.c") == 1, ran.stderr
+    assert "    error line 2" in ran.stderr
