@@ -99,7 +99,7 @@ def quality_row(quality: dict | None, label: str, target: float, where: str, com
     changed = quality.get("train_args", "defaults") == "defaults" and defaults_since_changed(quality)
     if changed:
         # The figure stays on record but no longer answers for what `charrnn train` does today.
-        measured, met = (f"not measured with today's defaults (changed since: {', '.join(changed)}); "
+        measured, met = (f"not measured with the current defaults (changed since: {', '.join(changed)}); "
                          f"the former defaults: {measured}, {met}"), "not measured"
     return (label, f"≤ {target}", measured, met, quality["date"], device, command)
 

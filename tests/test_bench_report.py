@@ -23,7 +23,7 @@ def test_a_run_of_todays_defaults_answers_its_row():
 def test_a_run_of_former_defaults_stays_on_record_but_is_not_todays_figure():
     row = quality_row(quality_run("lstm 3x1024"), "val loss", 1.38, "GPU", "cmd")
     assert row[3] == "not measured"
-    assert row[2].startswith(f"not measured with today's defaults (changed since: model lstm 3x1024 → "
+    assert row[2].startswith(f"not measured with the current defaults (changed since: model lstm 3x1024 → "
                              f"{default_model()})")
     assert "the former defaults: 1.3700 after 1,000 steps" in row[2] and row[2].endswith("lstm 3x1024, met")
     # A run that recorded its options is compared option by option, not only by its model.
