@@ -109,7 +109,8 @@ def is_temp_of(name: str, target: str) -> bool:
 
 # ---- real processes ---------------------------------------------------------------------
 def proc_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARRNN_")}
+    # conftest.py has already removed the shell's CHARRNN_* options and kept the CPU pinning.
+    env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 

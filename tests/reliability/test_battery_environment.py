@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from reliability_helpers import TINY, invoke, proc_env, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +45,5 @@ def test_the_shell_changes_neither_the_pinning_nor_the_options():
     assert "1 passed" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="reliability_helpers.proc_env drops every CHARRNN_* variable, the "
-                   "pinning included, so the battery's real processes train on a GPU where there is one; "
-                   "remove this mark once proc_env keeps the pinning")
 def test_real_processes_in_the_battery_see_the_pinning():
     assert charrnn_variables(proc_env()) == PINNING
