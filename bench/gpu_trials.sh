@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trials of training options on a lent GPU, several at once (a lease is too short to run
+# Trials of training options on a lent GPU, several at once (GPU time is too short to run
 # them one after another): each trial is a set of CHARRNN_TRAIN_* assignments given to
 # bench/quality.py, and all of them run side by side on the one GPU, sharing its time.
 #

@@ -4,7 +4,7 @@
     python bench/overfit.py "--dropout 0.3" "--lr 6e-3 --batch-size 8"
 
 A GPU trained the former GPU defaults (3x1024) past the best validation loss on
-tiny-shakespeare within a minute, so what bounds its 5-minute figure is overfitting, not time. A lease is
+tiny-shakespeare within a minute, so what bounds its 5-minute figure is overfitting, not time. GPU time is
 too short to try many options there; this reproduces that regime on the 2-core CPU by
 training the CPU's default model (2x256) on the first 150,000 characters of the corpus,
 which it overfits within about ten epochs. Every trial runs `charrnn train` on that slice
