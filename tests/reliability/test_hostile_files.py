@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import torch
 from reliability_helpers import invoke, one_line_error, train_tiny, write_corpus
 
 from charrnn import checkpoint, tokens
+from charrnn.config import CELLS, ModelConfig
+from charrnn.model import CharRNN
 
 COMMANDS = ["info", "sample", "eval", "train --resume"]
 
@@ -91,6 +94,14 @@ def _broken(kind: str, trained: Path, folder: Path) -> Path:
         data = torch.load(trained / checkpoint.LATEST, weights_only=True)
         data["model_config"]["hidden"] *= 2
         torch.save(data, path)
+    elif kind in ("config-claims-hidden-1000000", "config-claims-10000-layers"):
+        data = torch.load(trained / checkpoint.LATEST, weights_only=True)
+        data["model_config"].update({"hidden": 1_000_000} if "hidden" in kind else {"layers": 10_000})
+        torch.save(data, path)
+    elif kind in ("nan-weights", "infinite-weights"):
+        data = torch.load(trained / checkpoint.LATEST, weights_only=True)
+        data["model"]["core.weight_hh_l0"][3, 5] = float("nan") if kind == "nan-weights" else float("-inf")
+        torch.save(data, path)
     elif kind == "vocab-disagrees-with-config":
         data = torch.load(trained / checkpoint.LATEST, weights_only=True)
         data["vocab"] = data["vocab"][:-1]
@@ -104,8 +115,10 @@ def _broken(kind: str, trained: Path, folder: Path) -> Path:
     return path
 
 
+CLAIMS = ["config-claims-hidden-1000000", "config-claims-10000-layers"]
 BROKEN = ["truncated", "zero-bytes", "random-bytes", "text", "foreign-torch-file", "not-a-dict",
-          "config-disagrees-with-tensors", "vocab-disagrees-with-config", "newer-format"]
+          "config-disagrees-with-tensors", *CLAIMS, "nan-weights", "infinite-weights", "vocab-disagrees-with-config",
+          "newer-format"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -122,6 +135,35 @@ def test_broken_checkpoint_is_a_one_line_error_exit_2(trained, tmp_path, command
     assert path.read_bytes() == original
     if command == "train --resume":  # nothing written next to the bad latest.pt
         assert sorted(p.name for p in (tmp_path / f"resume-{path.stem}").iterdir()) == [checkpoint.LATEST]
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("config-claims-hidden-1000000", "embed.weight is"),
+    ("config-claims-10000-layers", "no tensor core.weight_ih_l1"),
+    ("nan-weights", "NaN or infinite values (in core.weight_hh_l0)"),
+    ("infinite-weights", "NaN or infinite values (in core.weight_hh_l0)"),
+])
+def test_impossible_config_or_non_finite_weights_refused_before_building_a_model(trained, tmp_path, kind, words):
+    """A config claiming a model far larger than its tensors was built before the comparison
+    (an allocator's traceback, or the machine's memory gone); NaN weights sampled a stream of
+    newlines with exit 0. Both are refused on load, in one line, at once."""
+    path = _broken(kind, trained, tmp_path)
+    for command in ("info", "sample", "eval"):
+        start = time.monotonic()
+        result = run_on(command, path, trained)
+        took = time.monotonic() - start
+        assert result.exit_code == 2, result.output
+        line = one_line_error(result.stderr)
+        assert "damaged checkpoint" in line and words in line, line
+        assert took < 5, f"{command} took {took:.1f}s to refuse {kind}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+def test_the_shapes_checked_on_load_are_the_models(cell, layers):
+    config = ModelConfig(vocab_size=7, cell=cell, layers=layers, hidden=5)
+    model = CharRNN(config).state_dict()
+    assert list(checkpoint._weight_shapes(config)) == [(name, tuple(t.shape)) for name, t in model.items()]
 
 
 def test_checkpoint_without_optimizer_state_samples_but_cannot_resume(trained, tmp_path):
