@@ -33,22 +33,15 @@ class Vocabulary:
         """Characters of `text` that are not in the vocabulary, sorted."""
         return sorted(set(text) - self.index.keys())
 
-    def covers(self, text: str) -> bool:
-        return not self.unknown(text)
-
-    def dtype(self) -> torch.dtype:
-        """Smallest integer dtype that holds every id (keeps large corpora compact)."""
-        if len(self) <= 256:
-            return torch.uint8
-        if len(self) <= 2**15:
-            return torch.int16
-        return torch.int32
-
     def encode(self, text: str) -> torch.Tensor:
+        """`text` as int64 ids, for primes and other texts held in memory. Corpora are
+        encoded by tokens.py instead, streamed to files of the narrowest width."""
         index = self.index
-        return torch.tensor([index[c] for c in text], dtype=self.dtype())
+        return torch.tensor([index[c] for c in text], dtype=torch.int64)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The text of `ids`. Public API on purpose: the Python API turns ids back into text
+        with it (the CLI's sampler writes characters as it draws them)."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         chars = self.chars
