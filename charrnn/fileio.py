@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -96,6 +97,12 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def why_write_failed(e: OSError) -> str:
+    """Why a write failed, for a one-line message: "the disk is full" for ENOSPC, else the
+    system's own words. Checkpoints and the token cache report a failed write alike."""
+    return "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -1,7 +1,8 @@
 """Corpora as token files: encoded once in a streaming pass, cached, memory-mapped.
 
 A corpus is read in bounded chunks through an incremental decoder (so a multi-byte
-character split across two chunks decodes whole), and each chunk's characters become
+character split across two chunks decodes whole, and a UTF-8 byte-order mark at the very
+start is dropped rather than made a character), and each chunk's characters become
 ids through a dense code-point lookup table, vectorised in torch. The ids go to a flat
 little-endian file of the narrowest width that holds the vocabulary (uint8, uint16 or
 uint32), which training maps into memory instead of reading: memory use stays flat
@@ -16,7 +17,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import errno
 import hashlib
 import json
 import os
@@ -31,14 +31,19 @@ from typing import BinaryIO
 import torch
 
 from .errors import CharrnnError
-from .fileio import atomic_path, atomic_write_bytes, made_folder
+from .fileio import atomic_path, atomic_write_bytes, made_folder, why_write_failed
 from .progress import byte_bar
 from .vocab import Vocabulary, escape_chars
 
 CACHE_FOLDER = "cache"  # inside the checkpoint dir, unless --cache-dir says otherwise
-CHUNK_BYTES = 1 << 20  # measured: 1 MiB chunks encode faster than 4 MiB and peak 160 MB lower
+# Each chunk becomes several tensors of a few bytes per character, so the chunk size sets the
+# encoder's peak memory; 1 MiB is past the size where per-chunk overhead shows. See
+# docs/experiments.md, "Token encoding chunks".
+CHUNK_BYTES = 1 << 20
 CACHE_FORMAT = "charrnn-tokens"
-CACHE_VERSION = 1
+# 2: a leading UTF-8 byte-order mark is dropped. Entries are keyed by the corpus bytes, so a
+# version 1 entry of a file that starts with one holds U+FEFF as a character: rebuilt.
+CACHE_VERSION = 2
 UNICODE_SIZE = 0x110000
 
 # On-disk widths. torch has no unsigned 16- or 32-bit arithmetic on every supported
@@ -180,7 +185,10 @@ class StreamEncoder:
     def __init__(self, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
                  skip_unknown: bool = False):
         self.codec = _codec_name(encoding)
-        self.decoder = codecs.getincrementaldecoder(self.codec)(errors="strict")
+        # utf-8-sig is UTF-8 that drops a byte-order mark at the very start (as files saved on
+        # Windows often begin) and keeps U+FEFF anywhere else as the character it is.
+        decoder = "utf-8-sig" if self.codec == "utf-8" else self.codec
+        self.decoder = codecs.getincrementaldecoder(decoder)(errors="strict")
         self.encoding = encoding
         self.name = name
         self.out_path = out_path
@@ -199,15 +207,22 @@ class StreamEncoder:
         self.skipped = 0
 
     def feed(self, data: bytes, final: bool = False) -> None:
-        pending = len(self.decoder.getstate()[0])
+        utf8 = self.codec in ("utf-8", "utf-8-sig")
         try:
             text = self.decoder.decode(data, final)
+            held = self.decoder.getstate()[0]
+            if final and utf8 and held:
+                # utf-8-sig holds a text's first bytes while they may yet be a byte-order mark,
+                # and at the end drops them unread (a text of b"\xef\xbb"): read them as UTF-8.
+                codecs.utf_8_decode(held, "strict", True)
         except UnicodeDecodeError as e:
-            at = self.offset - pending + e.start
+            # The decoder read the bytes it held from earlier calls, then `data`, less a leading
+            # byte-order mark: whatever it began with, it ended where `data` ends.
+            at = self.offset + len(data) - len(e.object) + e.start
             byte = e.object[e.start]
             starts_mid_char = at == 0 and 0x80 <= byte < 0xC0  # a continuation byte first
             ends_mid_char = e.reason == "unexpected end of data"
-            if self.codec == "utf-8" and (starts_mid_char or ends_mid_char):
+            if utf8 and (starts_mid_char or ends_mid_char):
                 # `tail -c` and `head -c` cut by bytes: a cut through a multi-byte character is
                 # far likelier than a text in another encoding that fails only at its very edge.
                 raise CharrnnError(
@@ -412,7 +427,7 @@ def _cache_errors(folder: Path | None) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        why = why_write_failed(e)
         where = f"in {folder}" if folder is not None else "in the temporary folder ($TMPDIR)"
         hint = "; choose another place with --cache-dir" if folder is not None else ""
         raise CharrnnError(f"cannot write encoded tokens {where}: {why}{hint}") from None

@@ -1,6 +1,7 @@
 """The streaming encoder and the token cache."""
 
 import io
+import json
 import sys
 
 import pytest
@@ -53,6 +54,51 @@ def test_bad_bytes_report_their_offset_across_chunks(tmp_path):
     with pytest.raises(CharrnnError, match="offset 3"):
         tokens.prepare(str(cut), "utf-8", tmp_path / "cache", chunk_bytes=2)
     assert not (tmp_path / "cache").exists()  # nothing half-written is left, not even the folder
+
+
+BOM = "\ufeff".encode()  # the byte-order mark in UTF-8: EF BB BF
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 4, 1 << 20])
+def test_a_leading_byte_order_mark_is_dropped_and_a_later_one_kept(tmp_path, chunk_bytes):
+    path = tmp_path / "c.txt"
+    path.write_bytes(BOM + MIXED.encode())
+    corpus = tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)
+    assert decode(corpus) == MIXED and "\ufeff" not in corpus.vocab
+    path.write_bytes(BOM + BOM + b"ab" + BOM + b"c")  # only the first is a mark; the others are text
+    assert decode(tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)) == "\ufeffab\ufeffc"
+    ids, _ = tokens.encode_for_model(str(path), "utf-8", Vocabulary("abc\ufeff"), False, tmp_path,
+                                     chunk_bytes=chunk_bytes)
+    assert Vocabulary("abc\ufeff").decode(tokens.as_ids(ids)) == "\ufeffab\ufeffc"
+    path.write_bytes(b"\xef\xbb")  # what a BOM starts with, but the text ends first
+    with pytest.raises(CharrnnError, match=r"ends in the middle of a UTF-8 character \(offset 0\)"):
+        tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)
+
+
+def test_bad_bytes_after_a_byte_order_mark_report_file_offsets(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(BOM + "héllo".encode() + b"\xff" + b"tail")  # 0xff at offset 3 + 6
+    for chunk_bytes in (1, 2, 3, 4, 5, 1 << 20):
+        with pytest.raises(CharrnnError, match=r"byte 0xff at offset 9 is not valid utf-8"):
+            tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=chunk_bytes)
+    path.write_bytes(BOM + b"\xa9 is no character start")  # right after the mark: not a cut by bytes
+    with pytest.raises(CharrnnError, match=r"byte 0xa9 at offset 3 is not valid utf-8"):
+        tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=2)
+    path.write_bytes(BOM + b"abc" + "中".encode()[:2])
+    with pytest.raises(CharrnnError, match=r"ends in the middle of a UTF-8 character \(offset 6\)"):
+        tokens.prepare(str(path), "utf-8", tmp_path / "cache", chunk_bytes=2)
+
+
+def test_cache_entries_of_an_older_version_are_rebuilt(tmp_path):
+    """Version 1 kept a leading byte-order mark as a character; its entries are not reused."""
+    path = tmp_path / "c.txt"
+    path.write_bytes(BOM + MIXED.encode())
+    first = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    meta_path = first.path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": 1, "vocab": sorted(set(MIXED) | {"\ufeff"})}))
+    again = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    assert not again.reused and "\ufeff" not in again.vocab and decode(again) == MIXED
 
 
 def test_cache_is_keyed_by_content_and_encoding(tmp_path):

@@ -215,3 +215,43 @@ def test_closed_or_empty_stdin(tmp_path):
     assert "<stdin>" in outcomes["devnull"] and "empty" in outcomes["devnull"]
     assert "standard input" in outcomes["closed"] and "closed" in outcomes["closed"]
     assert not (tmp_path / "ck1").exists() and not (tmp_path / "ck2").exists()
+
+
+BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8, which Windows editors often put at the start of a file
+
+
+def test_a_leading_byte_order_mark_is_no_character_in_train_eval_or_a_prime(tmp_path):
+    """A file that starts with a BOM trains, evaluates and primes as the same file without one;
+    U+FEFF anywhere else is kept, a character like any other."""
+    text = make_text(3000)
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_bytes(text.encode())
+    marked.write_bytes(BOM + text.encode())
+    assert train(marked, tmp_path / "ck").exit_code == 0
+    info = json.loads(invoke("info", tmp_path / "ck", "--json").stdout)
+    assert "\\ufeff" not in info["vocab"] and info["vocab_size"] == len(set(text)), info["vocab"]
+
+    losses = []
+    for path in (plain, marked):
+        result = invoke("eval", path, "--checkpoint", tmp_path / "ck", "--json")
+        assert result.exit_code == 0, result.output
+        losses.append(json.loads(result.stdout)["loss"])
+    assert losses[0] == losses[1]
+
+    prime = tmp_path / "prime.txt"
+    prime.write_bytes(BOM + b"the cat")
+    sample = invoke("sample", "--checkpoint", tmp_path / "ck", "--prime-file", prime, "--length", 10, "--seed", 1)
+    assert sample.exit_code == 0, sample.output  # was: U+FEFF outside the vocabulary
+    assert sample.stdout.startswith("the cat") and "\ufeff" not in sample.stdout
+
+    middle = tmp_path / "middle.txt"
+    middle.write_bytes(BOM + text[:1500].encode() + BOM + text[1500:].encode())
+    assert train(middle, tmp_path / "ck2").exit_code == 0
+    assert "\ufeff" in load_finite(tmp_path / "ck2" / checkpoint.LATEST).vocab.chars
+
+
+def test_a_bad_byte_after_a_byte_order_mark_names_its_file_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(BOM + LATIN1_TEXT.encode("latin-1"))
+    offset = len(BOM) + LATIN1_TEXT.index("é")
+    assert_refused(train(path, tmp_path / "ck"), tmp_path / "ck", f"byte 0xe9 at offset {offset}")
