@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import math
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import CharrnnError, CheckpointError
-from .fileio import atomic_write
+from .fileio import atomic_write, why_write_failed
 from .model import CharRNN, ModelConfig
 from .vocab import Vocabulary
 
@@ -50,7 +51,7 @@ def save(path: Path, payload: dict) -> None:
         e = error if isinstance(error, OSError) else error.__context__
         if not isinstance(e, OSError):
             raise
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        why = why_write_failed(e)
         raise CharrnnError(f"cannot write checkpoint {path}: {why}; the previous checkpoint is intact") from None
 
 
@@ -134,6 +135,44 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(p, data, _validated_model(p, data))
 
 
+def _weight_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """The names and shapes of `CharRNN(config).state_dict()`, worked out without building
+    the model (tests/reliability/test_hostile_files.py holds the two equal)."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell] * config.hidden
+    yield "embed.weight", (config.vocab_size, config.hidden)
+    for k in range(config.layers):
+        yield f"core.weight_ih_l{k}", (gates, config.hidden)
+        yield f"core.weight_hh_l{k}", (gates, config.hidden)
+        yield f"core.bias_ih_l{k}", (gates,)
+        yield f"core.bias_hh_l{k}", (gates,)
+    yield "head.weight", (config.vocab_size, config.hidden)
+    yield "head.bias", (config.vocab_size,)
+
+
+def _weights_mismatch(config: ModelConfig, stored: Any) -> str | None:
+    """Where the stored weights differ from those `config` makes, or None where they agree.
+
+    Compared name by name, stopping at the first difference, so a config that claims
+    10,000 layers costs as little to refuse as the tensors that are really there.
+    """
+    if not isinstance(stored, dict):
+        return f"a {type(stored).__name__}, not tensors by name"
+    expected = set()
+    for name, shape in _weight_shapes(config):
+        tensor = stored.get(name)
+        if not isinstance(tensor, torch.Tensor):
+            return f"no tensor {name}" if tensor is None else f"{name} is a {type(tensor).__name__}"
+        if tuple(tensor.shape) != shape:
+            return f"{name} is {_shape(tensor.shape)}, the config makes it {_shape(shape)}"
+        expected.add(name)
+    extra = [name for name in stored if name not in expected]
+    return f"{len(extra)} tensors the config has no place for, such as {str(extra[0])[:40]}" if extra else None
+
+
+def _shape(shape: tuple[int, ...] | torch.Size) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
+
+
 def _validated_model(p: Path, data: Any) -> CharRNN:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{p}: a PyTorch file, but not a charrnn checkpoint")
@@ -152,8 +191,18 @@ def _validated_model(p: Path, data: Any) -> CharRNN:
         vocab = Vocabulary(data["vocab"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: damaged checkpoint, bad model config or vocabulary ({e})") from None
-    if len(vocab) != config.vocab_size or len(data["vocab"]) != len(vocab):
+    if len(vocab) != config.vocab_size or len(data["vocab"]) != len(vocab) or not len(vocab):
         raise CheckpointError(f"{p}: damaged checkpoint, the vocabulary does not match the model config")
+    # Before anything is built: a config claiming a model far larger than its tensors would
+    # otherwise allocate that model first (an allocator's traceback, or the machine's memory).
+    mismatch = _weights_mismatch(config, data["model"])
+    if mismatch:
+        raise CheckpointError(f"{p}: damaged checkpoint, its weights disagree with its config ({mismatch})")
+    bad = next((name for name, t in data["model"].items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        # Such weights sample nothing but one character; training stops before it would save them.
+        raise CheckpointError(f"{p}: damaged checkpoint, its weights hold NaN or infinite values (in {bad}), "
+                              "which training never saves")
     model = CharRNN(config)
     try:
         model.load_state_dict(data["model"])
