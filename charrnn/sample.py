@@ -137,7 +137,7 @@ class Sampler:
     @torch.no_grad()
     def _generate(self, prime: str, length: int, options: SamplingOptions, num_samples: int,
                   seed: int | None) -> Iterator[list[int]]:
-        ids = self.vocab.encode(prime).long()
+        ids = self.vocab.encode(prime)
         state = self.model.initial_state(1)
         if len(ids) > 1:
             _, state = self.model(ids[None, :-1], state)
