@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import device_name, median, print_table, timed, write_json  # noqa: E402
 from charrnn import lstm_train  # noqa: E402
 from charrnn.config import TrainConfig  # noqa: E402
+from charrnn.data import StreamData  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.runtime import PRECISIONS, autocast, pick_device, pick_precision, precision_label  # noqa: E402
 from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
@@ -137,8 +138,9 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     tokens = torch.randint(0, VOCAB, (batch * (seq + 1) * (steps + 4),), dtype=torch.uint8)
     vocab = Vocabulary(chr(32 + i) for i in range(VOCAB))
     config = TrainConfig(batch_size=batch, seq_len=seq, lr=LR, grad_clip=CLIP, val_frac=0.01, max_steps=10**9)
-    trainer = Trainer(CharRNN(ModelConfig(VOCAB, layers=layers, hidden=hidden)), vocab, tokens, tokens[:2], config,
-                      device, Path("/nonexistent"), {}, precision=precision)
+    data = StreamData(tokens, tokens[:2], batch, seq, seed=0)
+    trainer = Trainer(CharRNN(ModelConfig(VOCAB, layers=layers, hidden=hidden)), vocab, data, config, device,
+                      Path("/nonexistent"), {}, precision=precision)
     x = torch.randint(0, VOCAB, (batch, seq), device=device)
     y = torch.randint(0, VOCAB, (batch, seq), device=device)
 

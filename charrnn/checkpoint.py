@@ -79,8 +79,15 @@ class Checkpoint:
         return ModelConfig(**self.data["model_config"])
 
     @property
+    def record_separator(self) -> str | None:
+        """What separates a record model's records; None for a stream model (as is every
+        checkpoint written before record models existed)."""
+        records = self.field("records", dict)
+        return None if records is None else typed(self.path, "record separator", records.get("separator"), str)
+
+    @property
     def vocab(self) -> Vocabulary:
-        return Vocabulary(self.data["vocab"])
+        return Vocabulary(self.data["vocab"], marker=self.record_separator is not None)
 
     def move_model_to(self, device: torch.device | str = "cpu") -> CharRNN:
         """This checkpoint's own model, moved to `device`: not a copy, so a caller that trains
@@ -188,10 +195,10 @@ def _validated_model(p: Path, data: Any) -> CharRNN:
         raise CheckpointError(f"{p}: damaged checkpoint, missing {', '.join(missing)}")
     try:
         config = ModelConfig(**data["model_config"])
-        vocab = Vocabulary(data["vocab"])
+        vocab = Vocabulary(data["vocab"], marker=isinstance(data.get("records"), dict))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: damaged checkpoint, bad model config or vocabulary ({e})") from None
-    if len(vocab) != config.vocab_size or len(data["vocab"]) != len(vocab) or not len(vocab):
+    if len(vocab) != config.vocab_size or len(data["vocab"]) != len(vocab.chars) or not vocab.chars:
         raise CheckpointError(f"{p}: damaged checkpoint, the vocabulary does not match the model config")
     # Before anything is built: a config claiming a model far larger than its tensors would
     # otherwise allocate that model first (an allocator's traceback, or the machine's memory).

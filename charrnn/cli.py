@@ -52,6 +52,7 @@ def writing_product() -> Iterator[None]:
 
 
 DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
 
 
 def parse_duration(value: str | float | None) -> float | None:
@@ -133,12 +134,25 @@ def config_options(command: Callable) -> Callable:
     """Adds one option per field of ModelConfig and TrainConfig, named, typed, bounded and
     documented by the field itself (charrnn/config.py)."""
     for f in reversed(option_fields()):
-        command = click.option(
-            "--" + f.name.replace("_", "-"), f.name, type=click_type(f), default=f.default,
-            show_default=f.default is not None, help=f.metadata["help"] or None,
-            callback=_duration_callback if f.metadata["duration"] else None,
-        )(command)
+        name = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            command = click.option(name, f.name, is_flag=True, default=f.default, help=f.metadata["help"])(command)
+            continue
+        callback = (_duration_callback if f.metadata["duration"]
+                    else _escapes_callback if f.metadata["escapes"] else None)
+        shown = repr(f.default) if isinstance(f.default, str) else f.default is not None
+        command = click.option(name, f.name, type=click_type(f), default=f.default, show_default=shown,
+                               help=f.metadata["help"] or None, callback=callback)(command)
     return command
+
+
+def _escapes_callback(ctx, param, value: str) -> str:
+    """\\n, \\r, \\t and \\\\ read as the characters they stand for, so that '\\n\\n' works
+    unquoted by the shell; '' is refused."""
+    value = re.sub(r"\\([nrt\\])", lambda m: ESCAPES[m.group(1)], value)
+    if not value:
+        raise click.BadParameter("must not be empty")
+    return value
 
 
 @click.group(cls=CharrnnGroup, context_settings=CONTEXT)
@@ -258,16 +272,26 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
               help="Samples generated together as one batch.")
 @click.option("--stop", help="End a sample once it has generated this string.")
 @click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Printed between samples.")
+@click.option("--novel", is_flag=True, help="Record models: only records that are not in the training corpus.")
+@click.option("--unique", is_flag=True, help="Record models: no record twice.")
+@click.option("--beam", type=click.IntRange(min=1), help="The K likeliest continuations (record models: complete "
+              "records) instead of random ones, with their log-probabilities.")
+@click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_SAMPLE_JSON",
+              help="Print one JSON list of the samples.")
 @threads_option
 def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, prime, prime_file, no_echo_prime,
-           seed, num_samples, stop, separator) -> None:
+           seed, num_samples, stop, separator, novel, unique, beam, as_json) -> None:
     """Generate text from a trained model, streamed to stdout.
+
+    A record model (trained with --records) prints -n whole records, one a line.
 
     \b
     Examples:
       charrnn sample --temp 0.8 --length 2000
       charrnn sample --prime "ROMEO:" --top-p 0.9 --seed 1
       charrnn sample -n 4 --stop $'\\n\\n' | less
+      charrnn sample -n 20 --novel --prime ka      # a record model: 20 new names
+      charrnn sample --beam 5 --prime ka           # the 5 likeliest
     """
     from . import commands
     from .sample import SamplingOptions
@@ -287,7 +311,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
     job = commands.SampleJob(
         checkpoint=checkpoint_path or checkpoint_dir, options=SamplingOptions(temperature, top_k, top_p),
         length=length, prime=prime, echo_prime=not no_echo_prime, num_samples=num_samples, seed=seed, stop=stop,
-        separator=separator,
+        separator=separator, novel=novel, unique=unique, beam=beam, as_json=as_json,
     )
     with writing_product():
         commands.sample(job, sys.stdout)
@@ -328,8 +352,10 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
         if as_json:
             click.echo(json.dumps(result))
         else:
-            click.echo(f"loss {result['loss']:.4f} nats/char | {result['bpc']:.4f} bits/char | "
-                       f"perplexity {result['perplexity']:.3f} | {result['chars']:,} chars"
+            unit = "token" if "records" in result else "char"
+            click.echo(f"loss {result['loss']:.4f} nats/{unit} | {result['bpc']:.4f} bits/{unit} | "
+                       f"perplexity {result['perplexity']:.3f} | {result['chars']:,} {unit}s"
+                       + (f" in {result['records']:,} records" if "records" in result else "")
                        + (f" | {result['skipped']:,} unknown skipped" if result["skipped"] else ""))
 
 
@@ -354,6 +380,10 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
         if as_json:
             click.echo(json.dumps(summary, ensure_ascii=False))
             return
+        if summary["records"] is None:
+            summary["records"] = "no (a stream model)"
+        else:
+            summary["records"] = f"{summary['records']['count']:,} (separator {summary['records']['separator']!r})"
         for key, value in summary.items():
             click.echo(f"{key:<16} {value}")
 

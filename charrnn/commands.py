@@ -6,6 +6,7 @@ user can fix; none of them knows about click.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -13,17 +14,19 @@ from typing import TextIO
 import torch
 
 from . import checkpoint, distributed, tokens
-from .config import TrainJob, new_run_configs, resumed_configs
+from .beam import beam_search
+from .config import TrainConfig, TrainJob, new_run_configs, resumed_configs
 from .corpus import build, write_output
-from .data import split_for_training
+from .data import StreamData, split_for_training
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, count_bar, format_duration, log
+from .records import RecordData, evaluate_records, record_hash, split_records
 from .runtime import pick_device, pick_precision, precision_label, seed_everything
 from .sample import Sampler, SamplingOptions
 from .train import Trainer, stop_on_signals
-from .vocab import escape_chars
+from .vocab import Vocabulary, escape_chars
 from .writer import write_samples
 
 
@@ -87,18 +90,42 @@ def _load_resumed(job: TrainJob) -> checkpoint.Checkpoint:
     return checkpoint.load(latest)
 
 
-def _resume_on(ckpt: checkpoint.Checkpoint, corpus: tokens.EncodedCorpus, warn: bool) -> tokens.EncodedCorpus:
-    """The corpus in the checkpoint's ids; an error if it has characters the model lacks."""
-    unknown = ckpt.vocab.unknown(corpus.vocab.chars)
-    if unknown:
-        raise CharrnnError("--resume: the corpus has characters the checkpoint's vocabulary lacks: "
-                           + escape_chars(unknown, limit=20))
+def _warn_if_another_corpus(ckpt: checkpoint.Checkpoint, corpus: tokens.EncodedCorpus) -> None:
     old_sha = checkpoint.typed(ckpt.path, "corpus sha256", (ckpt.field("corpus", dict) or {}).get("sha256"), str)
-    if old_sha and old_sha != corpus.sha256 and warn:
+    if old_sha and old_sha != corpus.sha256:
         # Shown even with --quiet, which silences progress, not warnings.
         log(f"warning: resuming on a different corpus (sha256 {corpus.sha256}; "
             f"the checkpoint was trained on {old_sha})")
-    return tokens.renumber(corpus, ckpt.vocab)
+
+
+def _in_vocab(corpus: tokens.EncodedCorpus, vocab: Vocabulary) -> tokens.EncodedCorpus:
+    """The corpus in a resumed model's ids; an error if it has characters the model lacks."""
+    unknown = vocab.unknown(corpus.vocab.chars)
+    if unknown:
+        raise CharrnnError("--resume: the corpus has characters the checkpoint's vocabulary lacks: "
+                           + escape_chars(unknown, limit=20))
+    return tokens.renumber(corpus, vocab)
+
+
+def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCorpus, world: distributed.World,
+                   resumed: Vocabulary | None) -> tuple[StreamData | RecordData, Vocabulary]:
+    """What the run reads, and the vocabulary its model has: the corpus's own, or a resumed
+    model's (`resumed`)."""
+    if config.records:
+        if world.distributed:
+            raise CharrnnError("--records trains in one process; start it without torchrun")
+        name = "<stdin>" if job.corpus == "-" else job.corpus
+        records = split_records(corpus.tokens, corpus.vocab, config.record_sep, name, keep_chars=resumed)
+        data = RecordData(records, config.val_frac, config.batch_size * config.seq_len, config.seed,
+                          config.record_sep)
+        return data, records.vocab
+    if resumed is not None:
+        corpus = _in_vocab(corpus, resumed)
+    train_tokens, val_tokens = split_for_training(corpus.tokens, config.val_frac, config.eval_chars,
+                                                  config.batch_size, config.seq_len)
+    data = StreamData(train_tokens, val_tokens, config.batch_size, config.seq_len, config.seed,
+                      world.rows(config.batch_size))
+    return data, corpus.vocab
 
 
 def _train(job: TrainJob, world: distributed.World, device: torch.device, precision: torch.dtype | None) -> int:
@@ -107,25 +134,27 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
     ckpt = _load_resumed(job) if job.resume else None
     corpus = _prepare_corpus(job, world, quiet)
     if ckpt is not None:
-        corpus = _resume_on(ckpt, corpus, warn=world.is_main)
         model_config, config = resumed_configs(job, ckpt.field("train_args", dict) or {}, len(ckpt.vocab))
         if model_config.to_dict() != ckpt.model_config.to_dict():
             raise CharrnnError("--resume: the checkpoint's model config differs from its stored options")
+        data, vocab = _training_data(job, config, corpus, world, resumed=ckpt.vocab)
+        if world.is_main:
+            _warn_if_another_corpus(ckpt, corpus)
     else:
-        model_config, config = new_run_configs(job, len(corpus.vocab))
-    train_tokens, val_tokens = split_for_training(corpus.tokens, config.val_frac, config.eval_chars,
-                                                  config.batch_size, config.seq_len)
+        data, vocab = _training_data(job, job.train, corpus, world, resumed=None)
+        model_config, config = new_run_configs(job, len(vocab))
     seed_everything(config.seed)
     model = ckpt.move_model_to("cpu") if ckpt is not None else CharRNN(model_config)
     source = {"sha256": corpus.sha256, "length": len(corpus), "source": job.corpus}
-    trainer = Trainer(model, ckpt.vocab if ckpt else corpus.vocab, train_tokens, val_tokens, config, device,
-                      job.checkpoint_dir, source, resume=ckpt, world=world, precision=precision)
+    trainer = Trainer(model, vocab, data, config, device, job.checkpoint_dir, source, resume=ckpt, world=world,
+                      precision=precision)
     if world.is_main:
         for path in held:  # --overwrite, once the new run has passed its checks
             path.unlink(missing_ok=True)
     ranks = f" x {world.size} processes" if world.distributed else ""
+    what = f"{len(data.train_records):,} records" if isinstance(data, RecordData) else f"{len(corpus):,} chars"
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
-        f"({model.num_parameters():,} parameters) on {len(corpus):,} chars, {len(trainer.vocab)} symbols, "
+        f"({model.num_parameters():,} parameters) on {what}, {len(vocab.chars)} symbols, "
         f"device {device.type}{ranks}, {precision_label(precision)}"
         + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
     log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
@@ -164,23 +193,98 @@ class SampleJob:
 
     checkpoint: str  # a file, or a directory (best.pt, else latest.pt)
     options: SamplingOptions
-    length: int = 1000
+    length: int = 1000  # characters; for a record model, the most one record may have
     prime: str | None = None  # None: the model's default prime, not printed
     echo_prime: bool = True
     num_samples: int = 1
     seed: int | None = None
     stop: str | None = None
     separator: str = "\n\n"
+    novel: bool = False  # record models: only records that are not in the training corpus
+    unique: bool = False  # record models: no record twice
+    beam: int | None = None  # the K likeliest samples instead of random ones
+    as_json: bool = False
 
 
 def sample(job: SampleJob, out: TextIO) -> None:
     """Generates text from a checkpoint and writes it to `out` as it is made."""
     ckpt = checkpoint.load(job.checkpoint)
     sampler = Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
-    prime = job.prime if job.prime is not None else sampler.default_prime()
-    ids = sampler.generate(prime, job.length, job.options, job.num_samples, job.seed)  # checks the prime
-    write_samples(ids, sampler.vocab.chars, prime, echo_prime=job.prime is not None and job.echo_prime,
-                  num_samples=job.num_samples, stop=job.stop, separator=job.separator, out=out)
+    is_record_model = ckpt.record_separator is not None
+    if (job.novel or job.unique) and not is_record_model:
+        raise CharrnnError("--novel and --unique are for record models (trained with --records)")
+    if job.as_json and job.beam is None and not is_record_model:
+        raise CharrnnError("--json is for --beam and for record models; stream samples are plain text")
+    if job.beam is not None:
+        _write_beams(sampler, job, out)
+    elif is_record_model:
+        known = set(ckpt.data["record_hashes"].tolist()) if job.novel else None
+        _write_records(sampler, job, known, out)
+    else:
+        prime = job.prime if job.prime is not None else sampler.default_prime()
+        ids = sampler.generate(prime, job.length, job.options, job.num_samples, job.seed)  # checks the prime
+        write_samples(ids, sampler.vocab.chars, prime, echo_prime=job.prime is not None and job.echo_prime,
+                      num_samples=job.num_samples, stop=job.stop, separator=job.separator, out=out)
+
+
+DRAWS_PER_RECORD = 100  # --novel and --unique give up after this many draws for each record asked for
+RECORD_STREAMS = 256  # records drawn together
+
+
+def _write_records(sampler: Sampler, job: SampleJob, known: set[int] | None, out: TextIO) -> None:
+    """N records, one a line, as they are drawn; those --novel or --unique drop are counted."""
+    prime = job.prime or ""
+    streams = min(RECORD_STREAMS, job.num_samples if known is None and not job.unique else RECORD_STREAMS)
+    drawn = sampler.draw_records(prime, job.options, streams, job.length, job.seed)
+    kept: list[str] = []
+    dropped = {"empty": 0, "already in the corpus": 0, "repeats": 0}
+    seen: set[int] = set()
+    for draws, record in enumerate(drawn, 1):
+        digest = record_hash(record)
+        reason = ("empty" if not record else "already in the corpus" if known is not None and digest in known
+                  else "repeats" if job.unique and digest in seen else None)
+        if reason:
+            dropped[reason] += 1
+        else:
+            seen.add(digest)
+            kept.append(record)
+            if not job.as_json:
+                out.write((record if job.echo_prime else record[len(prime):]) + "\n")
+                out.flush()
+        if len(kept) == job.num_samples or draws >= DRAWS_PER_RECORD * job.num_samples:
+            break
+    if job.as_json:
+        out.write(json.dumps([{"text": r} for r in kept], ensure_ascii=False) + "\n")
+    if sum(dropped.values()):
+        why = ", ".join(f"{n} {reason}" for reason, n in dropped.items() if n)
+        log(f"dropped {sum(dropped.values())} of {draws} records drawn ({why})")
+    if len(kept) < job.num_samples:
+        log(f"only {len(kept)} of {job.num_samples} records after {draws:,} draws, the most for "
+            f"{job.num_samples} ({DRAWS_PER_RECORD} each)")
+
+
+def _write_beams(sampler: Sampler, job: SampleJob, out: TextIO) -> None:
+    """The K likeliest continuations (stream models) or complete records (record models),
+    best first, with their log-probabilities in --json or on stderr."""
+    vocab = sampler.vocab
+    prime = job.prime if job.prime is not None else ("" if vocab.marker_id is not None else sampler.default_prime())
+    sampler.check_prime(prime)
+    prefix = ([] if vocab.marker_id is None else [vocab.marker_id]) + vocab.encode(prime).tolist()
+    temperature = job.options.temperature or 1.0
+    beams = beam_search(sampler.model, prefix, job.beam + 1, job.length, end_id=vocab.marker_id,
+                        temperature=temperature)
+    if vocab.marker_id is not None and not prime:
+        beams = [b for b in beams if b.ids]  # an empty record is no record
+    beams = beams[:job.beam]
+    shown = [(prime if job.echo_prime else "") + vocab.decode(b.ids) for b in beams]
+    if job.as_json:
+        out.write(json.dumps([{"text": t, "log_prob": b.log_prob} for t, b in zip(shown, beams)],
+                             ensure_ascii=False) + "\n")
+        return
+    separator = "\n" if vocab.marker_id is not None else job.separator
+    out.write(separator.join(shown) + "\n")
+    for rank, beam in enumerate(beams, 1):
+        log(f"beam {rank}: log-probability {beam.log_prob:.4f}")
 
 
 # ---- eval ---------------------------------------------------------------------------------
@@ -203,12 +307,32 @@ def evaluate_text(job: EvalJob) -> dict:
     ckpt = checkpoint.load(job.checkpoint)
     device = pick_device(job.device)
     precision = pick_precision(job.precision, device)
+    if ckpt.record_separator is not None:
+        return _evaluate_records(job, ckpt, device, precision)
     ids, skipped = tokens.encode_for_model(job.text, job.encoding, ckpt.vocab, job.skip_unknown, quiet=job.quiet)
     if len(ids) < 2:
         raise CharrnnError("need at least two known characters to evaluate")
     with count_bar(len(ids) - 1, "evaluating", "char", job.quiet) as bar:
         result = evaluate(ckpt.move_model_to(device), ids, device, streams=job.streams, on_progress=bar.update,
                           precision=precision)
+    return _eval_summary(result, skipped, precision, ckpt)
+
+
+def _evaluate_records(job: EvalJob, ckpt: checkpoint.Checkpoint, device: torch.device,
+                      precision: torch.dtype | None) -> dict:
+    """A record model scores the text's records as it was trained: per token, END included."""
+    separator = ckpt.record_separator
+    readable = Vocabulary(ckpt.vocab.chars + list(separator))  # the separator need not be in the model
+    ids, skipped = tokens.encode_for_model(job.text, job.encoding, readable, job.skip_unknown, quiet=job.quiet)
+    name = "<stdin>" if job.text == "-" else job.text
+    records = split_records(ids, readable, separator, name, keep_chars=ckpt.vocab)
+    with count_bar(len(records.ids) + len(records), "evaluating", "token", job.quiet) as bar:
+        result = evaluate_records(ckpt.move_model_to(device), records, device, precision=precision,
+                                  on_progress=bar.update)
+    return {**_eval_summary(result, skipped, precision, ckpt), "records": len(records)}
+
+
+def _eval_summary(result, skipped: int, precision: torch.dtype | None, ckpt: checkpoint.Checkpoint) -> dict:
     return {
         "loss": result.loss,
         "bpc": result.bpc,
@@ -243,4 +367,6 @@ def describe(checkpoint_path: str) -> dict:
         "precision": ckpt.field("precision", str) or "unrecorded",
         "corpus_sha256": checkpoint.typed(ckpt.path, "corpus sha256", corpus.get("sha256"), str),
         "corpus_length": checkpoint.typed(ckpt.path, "corpus length", corpus.get("length"), int),
+        "records": None if ckpt.record_separator is None else {
+            "separator": ckpt.record_separator, "count": (ckpt.field("records", dict) or {}).get("count")},
     }

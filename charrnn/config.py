@@ -36,10 +36,11 @@ class Bounds:
 
 
 def option(default: Any, help: str = "", bounds: Bounds | None = None, choices: tuple[str, ...] | None = None,
-           duration: bool = False) -> Any:
-    """A config field that is also a command-line option (`--name-with-dashes`)."""
+           duration: bool = False, escapes: bool = False) -> Any:
+    """A config field that is also a command-line option (`--name-with-dashes`; a bool is a
+    flag). `duration` takes 90s, 10m, 2h; `escapes` reads backslash escapes such as \\n."""
     return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices,
-                                            "duration": duration})
+                                            "duration": duration, "escapes": escapes})
 
 
 POSITIVE_INT = Bounds(int, low=1)
@@ -107,6 +108,10 @@ class TrainConfig:
                                              "all.", Bounds(int, low=0))
     save_every: int = option(250, "Steps between writes of latest.pt.", POSITIVE_INT)
     seed: int = option(1337, "Seeds the weights, dropout and each epoch's rotation of the text.", SEED)
+    records: bool = option(False, "The corpus is a list of records (one a line, or per --record-sep): each is "
+                                  "learned with start and end markers, and sample prints whole records.")
+    record_sep: str = option("\n", "What separates records with --records, e.g. '\\n\\n' for paragraphs.",
+                             escapes=True)
 
     def stop_given(self) -> bool:
         return any(v is not None for v in (self.max_epochs, self.max_steps, self.max_time))
@@ -139,11 +144,13 @@ class TrainJob:
 # different value is an error rather than a silent mismatch.
 FIXED_ON_RESUME = (
     "cell", "layers", "hidden", "dropout", "weight_drop", "batch_size", "seq_len", "val_frac", "lr",
-    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "plateau_decay", "seed",
+    "min_lr_frac", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "plateau_decay", "seed", "records",
+    "record_sep",
 )
 
 # Options newer than some checkpoints, with the value those checkpoints' runs had.
-OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.0}
+OPTIONS_ADDED_LATER = {"weight_drop": 0.0, "ema_decay": 0.0, "plateau_decay": 1.0, "records": False,
+                       "record_sep": "\n"}
 
 
 def run_options(model_config: ModelConfig, config: TrainConfig) -> dict:

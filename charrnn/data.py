@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .distributed import World
 from .errors import CharrnnError
+from .evaluate import DEFAULT_STREAMS, evaluate
+from .model import CharRNN
 from .tokens import as_ids
 
 
@@ -116,15 +119,22 @@ class StreamBatcher:
         return self.position.epoch + self.position.window / self.windows_per_epoch
 
 
-def eval_streams(tokens: torch.Tensor, streams: int, burn_in: int) -> list[tuple[int, int, int]]:
-    """Cuts the (input, target) pairs of `tokens` into up to `streams` contiguous spans.
+class StreamData:
+    """A stream run's data: the training text's batches and the validation text."""
 
-    Returns (context_start, score_start, end) per span: the model reads tokens
-    [context_start, end - 1) and is scored on predicting tokens [score_start, end),
-    where the first `score_start - context_start` inputs are unscored burn-in so that
-    each span starts warm. Every target from token 1 on is scored exactly once.
-    """
-    n_targets = len(tokens) - 1
-    streams = max(1, min(streams, n_targets))
-    bounds = [1 + (n_targets * i) // streams for i in range(streams + 1)]
-    return [(max(0, bounds[i] - 1 - burn_in), bounds[i], bounds[i + 1]) for i in range(streams)]
+    fresh_state = False  # the state carries from window to window
+
+    def __init__(self, train_tokens: torch.Tensor, val_tokens: torch.Tensor, batch_size: int, seq_len: int,
+                 seed: int, rows: slice = slice(None)):
+        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, rows, seed=seed)
+        self.val_tokens = val_tokens
+
+    def validation_loss(self, model: CharRNN, device: torch.device, world: World,
+                        precision: torch.dtype | None) -> float:
+        """The validation text's loss, its streams sharded across ranks and summed."""
+        streams = max(DEFAULT_STREAMS, world.size)
+        return evaluate(model, self.val_tokens, device, streams=streams, shard=(world.rank, world.size),
+                        reduce=world.sum, precision=precision).loss
+
+    def checkpoint_fields(self) -> dict:
+        return {}

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .data import eval_streams
 from .model import CharRNN
 from .runtime import autocast
 from .tokens import as_ids
@@ -33,6 +32,20 @@ class EvalResult:
     @property
     def perplexity(self) -> float:
         return math.exp(self.loss)
+
+
+def eval_streams(tokens: torch.Tensor, streams: int, burn_in: int) -> list[tuple[int, int, int]]:
+    """Cuts the (input, target) pairs of `tokens` into up to `streams` contiguous spans.
+
+    Returns (context_start, score_start, end) per span: the model reads tokens
+    [context_start, end - 1) and is scored on predicting tokens [score_start, end),
+    where the first `score_start - context_start` inputs are unscored burn-in so that
+    each span starts warm. Every target from token 1 on is scored exactly once.
+    """
+    n_targets = len(tokens) - 1
+    streams = max(1, min(streams, n_targets))
+    bounds = [1 + (n_targets * i) // streams for i in range(streams + 1)]
+    return [(max(0, bounds[i] - 1 - burn_in), bounds[i], bounds[i + 1]) for i in range(streams)]
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -156,3 +157,47 @@ class Sampler:
         for _ in range(length):
             current = choose(cell.step(current))
             yield current
+
+    def draw_records(self, prime: str, options: SamplingOptions, streams: int, max_length: int,
+                     seed: int | None = None) -> Iterator[str]:
+        """Record models: an endless supply of records that start with `prime` (printed whole),
+        drawn `streams` at a time; each ends at END, or after `max_length` new characters."""
+        if self.vocab.marker_id is None:
+            raise CharrnnError("this is a stream model, not a record model (train with --records)")
+        self.check_prime(prime)
+        return self._draw_records(prime, options, streams, max_length, seed)
+
+    @torch.no_grad()
+    def _draw_records(self, prime: str, options: SamplingOptions, streams: int, max_length: int,
+                      seed: int | None) -> Iterator[str]:
+        marker = self.vocab.marker_id
+        ids = torch.cat([torch.tensor([marker]), self.vocab.encode(prime)])
+        state = self.model.initial_state(1)
+        if len(ids) > 1:
+            _, state = self.model(ids[None, :-1], state)
+        cell = step_cell(self.model, streams)
+        for batch in itertools.count():
+            cell.load(tuple(s.expand(-1, streams, -1) for s in state))
+            # One generator per batch, each seeded from the seed and the batch: same seed, same records.
+            choose = Chooser(options, streams, len(self.vocab), None if seed is None else seed * 1_000_003 + batch)
+            drawn = self._until_end(cell, choose, int(ids[-1]), streams, max_length)
+            yield from (prime + self.vocab.decode(record) for record in drawn)
+
+    def _until_end(self, cell, choose: Chooser, first: int, streams: int, max_length: int) -> list[list[int]]:
+        """Steps every stream until it draws END (or `max_length` ids); their ids, END left out."""
+        marker = self.vocab.marker_id
+        records: list[list[int]] = [[] for _ in range(streams)]
+        live = set(range(streams))
+        current = [first] * streams
+        for _ in range(max_length + 1):
+            current = choose(cell.step(current))
+            for i in list(live):
+                if current[i] == marker:
+                    live.discard(i)
+                elif len(records[i]) < max_length:
+                    records[i].append(current[i])
+                else:
+                    live.discard(i)
+            if not live:
+                break
+        return records

@@ -20,12 +20,12 @@ import torch
 from . import checkpoint, schedule
 from .average import WeightAverage
 from .config import TrainConfig, run_options
-from .data import StreamBatcher
+from .data import StreamData
 from .distributed import World
 from .errors import CharrnnError, TrainingDiverged
-from .evaluate import DEFAULT_STREAMS, evaluate
 from .model import CharRNN, State, detach_state, loss_fn
 from .progress import TrainingProgress, format_duration
+from .records import RecordData
 from .runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
 from .vocab import Vocabulary
 
@@ -73,8 +73,7 @@ class Trainer:
         self,
         model: CharRNN,
         vocab: Vocabulary,
-        train_tokens: torch.Tensor,
-        val_tokens: torch.Tensor,
+        data: StreamData | RecordData,
         config: TrainConfig,
         device: torch.device,
         checkpoint_dir: Path,
@@ -99,9 +98,8 @@ class Trainer:
         self.options = run_options(model.config, config)
         self.corpus = corpus
         self.progress = progress
-        self.val_tokens = val_tokens
-        self.batcher = StreamBatcher(train_tokens, config.batch_size, config.seq_len, world.rows(config.batch_size),
-                                     seed=config.seed)
+        self.data = data
+        self.batcher = data.batcher
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
         )
@@ -169,11 +167,17 @@ class Trainer:
             step=self.step, elapsed=self.elapsed, lr=self.learning_rate(), lr_scale=self.lr_scale,
             best_val_loss=self.best_val_loss, metrics=self.metrics,
             position={"epoch": pos.epoch, "window": pos.window, "offset": pos.offset},
-            hidden=[self.world.gather_rows(h) for h in self.state] if self.state is not None else None,
+            hidden=self._carried_state(),
             rng=rng_state(), optimizer=self.optimizer.state_dict(),
         )
-        return checkpoint.training_payload(self.output_model, self.vocab, other, state, self.options, self.corpus,
-                                           precision_label(self.precision))
+        return {**checkpoint.training_payload(self.output_model, self.vocab, other, state, self.options, self.corpus,
+                                              precision_label(self.precision)), **self.data.checkpoint_fields()}
+
+    def _carried_state(self) -> list[torch.Tensor] | None:
+        """The state the next step starts from, every rank's rows; None when none carries."""
+        if self.state is None or self.data.fresh_state:
+            return None
+        return [self.world.gather_rows(h) for h in self.state]
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         saved = checkpoint.training_state(ckpt)
@@ -225,10 +229,7 @@ class Trainer:
 
     # ---- validation --------------------------------------------------------------------
     def _validation_loss(self, model: CharRNN) -> float:
-        world = self.world
-        streams = max(DEFAULT_STREAMS, world.size)
-        return evaluate(model, self.val_tokens, self.device, streams=streams,
-                        shard=(world.rank, world.size), reduce=world.sum, precision=self.precision).loss
+        return self.data.validation_loss(model, self.device, self.world, self.precision)
 
     def validate(self) -> dict[str, float]:
         """Validation losses, "val_loss" being that of the weights checkpoints now hold."""
@@ -300,10 +301,10 @@ class Trainer:
         last_saved = self.step
         while not self.done() and not self.stop_agreed:
             x, y, new_epoch = self.batcher.next()
-            if new_epoch:
+            if new_epoch or self.data.fresh_state:
                 self.state = None
             self.lr = self.learning_rate()
-            window.add(self.train_step(x, y), x.numel() * self.world.size)
+            window.add(self.train_step(x, y), int((y >= 0).sum()) * self.world.size)  # padding is not read
             self.elapsed, self.stop_agreed = self.world.agree(time.monotonic() - run_start,
                                                               self.stop_signal is not None)
             finishing = self.done() or self.stop_agreed

@@ -8,26 +8,31 @@ import torch
 
 
 class Vocabulary:
-    """Maps characters to integer ids and back. Ids follow sorted character order."""
+    """Maps characters to integer ids and back. Ids follow sorted character order.
 
-    def __init__(self, chars: Iterable[str]):
+    A record model's vocabulary also has a marker, one id past the characters, which means
+    START as an input and END as a target (records.py); `len` counts it.
+    """
+
+    def __init__(self, chars: Iterable[str], marker: bool = False):
         self.chars: list[str] = sorted(set(chars))
         if any(len(c) != 1 for c in self.chars):
             raise ValueError("vocabulary entries must be single characters")
         self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
+        self.marker_id: int | None = len(self.chars) if marker else None
 
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
         return cls(set(text))
 
     def __len__(self) -> int:
-        return len(self.chars)
+        return len(self.chars) + (self.marker_id is not None)
 
     def __contains__(self, char: str) -> bool:
         return char in self.index
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.chars == other.chars
+        return isinstance(other, Vocabulary) and (self.chars, self.marker_id) == (other.chars, other.marker_id)
 
     def unknown(self, text: str) -> list[str]:
         """Characters of `text` that are not in the vocabulary, sorted."""
@@ -40,12 +45,12 @@ class Vocabulary:
         return torch.tensor([index[c] for c in text], dtype=torch.int64)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        """The text of `ids`. Public API on purpose: the Python API turns ids back into text
-        with it (the CLI's sampler writes characters as it draws them)."""
+        """The text of `ids` (a marker is left out). Public API on purpose: the Python API turns
+        ids back into text with it (the CLI's sampler writes characters as it draws them)."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         chars = self.chars
-        return "".join(chars[i] for i in ids)
+        return "".join(chars[i] for i in ids if i != self.marker_id)
 
 
 def escape_chars(chars: Iterable[str], limit: int | None = None) -> str:

@@ -2,7 +2,8 @@ import dataclasses
 
 import torch
 
-from charrnn.data import StreamBatcher, eval_streams, split
+from charrnn.data import StreamBatcher, split
+from charrnn.evaluate import eval_streams
 
 
 def test_split_takes_the_tail_for_validation():

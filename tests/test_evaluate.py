@@ -1,4 +1,4 @@
-"""Evaluation (charrnn.evaluate, charrnn.data.eval_streams): which targets are scored, and
+"""Evaluation (charrnn.evaluate, charrnn.evaluate.eval_streams): which targets are scored, and
 that the figure is the loss of one continuous pass whatever the streams, chunks and shards."""
 
 import math
@@ -8,8 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data import eval_streams
-from charrnn.evaluate import EvalResult, evaluate
+from charrnn.evaluate import EvalResult, eval_streams, evaluate
 from charrnn.model import CharRNN, ModelConfig
 
 from .conftest import make_corpus

@@ -5,7 +5,7 @@ import torch
 
 from charrnn import checkpoint, lstm_train, native
 from charrnn.config import TrainConfig, merge_resume_options
-from charrnn.data import split_for_training
+from charrnn.data import StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
@@ -26,8 +26,9 @@ def make_trainer(tmp_path, resume=None, precision=None, hidden=24, **overrides):
     model = resume.move_model_to("cpu") if resume else CharRNN(model_config)
     train_tokens, val_tokens = split_for_training(vocab.encode(text), config.val_frac, config.eval_chars,
                                                   config.batch_size, config.seq_len)
-    return Trainer(model, vocab, train_tokens, val_tokens, config, torch.device("cpu"), tmp_path,
-                   {"sha256": "x", "length": len(text)}, resume=resume, precision=precision)
+    data = StreamData(train_tokens, val_tokens, config.batch_size, config.seq_len, config.seed)
+    return Trainer(model, vocab, data, config, torch.device("cpu"), tmp_path, {"sha256": "x", "length": len(text)},
+                   resume=resume, precision=precision)
 
 
 def test_tiny_model_learns_well_below_uniform(tmp_path):
@@ -167,8 +168,8 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     assert result.best_val_loss < 0.55 * math.log(len(trainer.vocab))
     assert all(s.dtype == torch.float32 for s in trainer.state)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    full = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"))
-    halved = evaluate(trainer.model, trainer.val_tokens, torch.device("cpu"), precision=torch.bfloat16)
+    full = evaluate(trainer.model, trainer.data.val_tokens, torch.device("cpu"))
+    halved = evaluate(trainer.model, trainer.data.val_tokens, torch.device("cpu"), precision=torch.bfloat16)
     assert halved.chars == full.chars and halved.loss == pytest.approx(full.loss, abs=0.02)
     resumed = make_trainer(tmp_path, resume=checkpoint.load(tmp_path / "latest.pt"), max_steps=170, eval_every=40)
     assert resumed.step == 160 and resumed.run().step == 170
@@ -190,7 +191,7 @@ def test_resume_options_keep_the_run_and_reject_changes():
     given = {"hidden": 512, "lr": 2e-3, "max_steps": 500, "eval_every": 100}
     merged = merge_resume_options(stored, given, explicit={"max_steps"})
     assert merged == {"hidden": 256, "lr": 2e-3, "max_steps": 500, "eval_every": 250, "weight_drop": 0.0,
-                      "ema_decay": 0.0, "plateau_decay": 1.0}
+                      "ema_decay": 0.0, "plateau_decay": 1.0, "records": False, "record_sep": "\n"}
     assert merge_resume_options(stored, given, explicit={"lr"})["lr"] == 2e-3
     with pytest.raises(CharrnnError, match="--hidden 512 differs"):
         merge_resume_options(stored, given, explicit={"hidden"})

@@ -1,0 +1,276 @@
+"""Lists of things: a corpus of records (names, titles, recipes), each learned on its own.
+
+A record is the text between two separators (a newline by default); empty ones are skipped.
+The model reads MARKER + the record's characters and learns to predict them and then MARKER
+again: the one marker id (the last of the vocabulary) stands for START as an input and for
+END as a target, as makemore's '.' does, so a generator knows where a record begins and when
+it is done. Every record starts from a zero state, so nothing is carried from one to the next.
+
+Records are batched whole, like with like: each epoch shuffles them (from the seed and the
+epoch), sorts each run of a few dozen batches by length and cuts it into batches of about
+`batch_size * seq_len` tokens, so that padding stays small and no gradient crosses a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from .errors import CharrnnError
+from .evaluate import EvalResult
+from .model import CharRNN
+from .runtime import autocast
+from .tokens import as_ids
+from .vocab import Vocabulary, escape_chars
+
+MAX_RECORD_CHARS = 10_000  # longer is more likely a wrong --record-sep than a record
+PAD_TARGET = -100  # F.cross_entropy's ignore_index: padding is never scored
+ROW_MULTIPLE = 16  # rows per batch rounded to this when there are enough (the AMX tiles' rows)
+SORT_SPAN = 50  # batches sorted by length together: shuffled enough, padded little
+
+
+@dataclass
+class Records:
+    """Records as ids (the marker not included): record i is ids[offsets[i]:offsets[i + 1]]."""
+
+    ids: torch.Tensor  # int64, every record's characters one after another
+    offsets: torch.Tensor  # int64 [records + 1]
+    vocab: Vocabulary  # has_marker: the marker's id is vocab.marker_id
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def record(self, i: int) -> torch.Tensor:
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def texts(self, indices: Iterable[int] | None = None) -> list[str]:
+        chars = self.vocab.chars
+        picked = range(len(self)) if indices is None else indices
+        return ["".join(chars[c] for c in self.record(i).tolist()) for i in picked]
+
+    def subset(self, indices: torch.Tensor) -> Records:
+        lengths = self.lengths[indices]
+        offsets = torch.zeros(len(indices) + 1, dtype=torch.int64)
+        offsets[1:] = lengths.cumsum(0)
+        parts = [self.record(int(i)) for i in indices]
+        ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+        return Records(ids, offsets, self.vocab)
+
+
+def separator_starts(tokens: torch.Tensor, separator: list[int]) -> list[int]:
+    """Where `separator` (ids) occurs in `tokens`, left to right without overlaps (str.split's rule)."""
+    first = (as_ids(tokens) == separator[0]).nonzero().flatten().tolist()
+    if len(separator) == 1:
+        return first
+    width, found, end = len(separator), [], 0
+    for start in first:
+        if start >= end and as_ids(tokens[start:start + width]).tolist() == separator:
+            found.append(start)
+            end = start + width
+    return found
+
+
+def split_records(tokens: torch.Tensor, vocab: Vocabulary, separator: str, name: str,
+                  keep_chars: Vocabulary | None = None) -> Records:
+    """The records of an encoded corpus, in a vocabulary of the characters they hold (plus the
+    marker), or in `keep_chars` when given (a model's, for eval and resume).
+
+    A record longer than MAX_RECORD_CHARS is an error naming the line it starts on.
+    """
+    sep_ids = [vocab.index[c] for c in separator] if all(c in vocab for c in separator) else None
+    spans, begin = [], 0
+    for start in separator_starts(tokens, sep_ids) if sep_ids else []:
+        spans.append((begin, start))
+        begin = start + len(separator)
+    spans.append((begin, len(tokens)))
+    if separator == "\n" and "\r" in vocab:  # lines that end in CRLF
+        cr = vocab.index["\r"]
+        spans = [(a, b - 1) if b > a and int(as_ids(tokens[b - 1:b])) == cr else (a, b) for a, b in spans]
+    spans = [(a, b) for a, b in spans if b > a]
+    too_long = next(((a, b) for a, b in spans if b - a > MAX_RECORD_CHARS), None)
+    if too_long is not None:
+        line = _line_of(tokens, vocab, too_long[0])
+        raise CharrnnError(f"{name}: the record starting on line {line} has {too_long[1] - too_long[0]:,} characters, "
+                           f"more than {MAX_RECORD_CHARS:,}; is --record-sep {separator!r} the separator?")
+    if not spans:
+        raise CharrnnError(f"{name}: no records (every record between separators {separator!r} is empty)")
+    ids = torch.cat([as_ids(tokens[a:b]) for a, b in spans])
+    offsets = torch.zeros(len(spans) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor([b - a for a, b in spans]).cumsum(0)
+    used = torch.bincount(ids, minlength=len(vocab.chars)) > 0
+    target = keep_chars or Vocabulary([c for c, u in zip(vocab.chars, used.tolist()) if u], marker=True)
+    unknown = [c for c, u in zip(vocab.chars, used.tolist()) if u and c not in target]
+    if unknown:
+        raise CharrnnError(f"{name}: the records have characters outside the model's vocabulary: "
+                           f"{escape_chars(unknown, limit=20)}")
+    mapping = torch.tensor([target.index.get(c, -1) for c in vocab.chars], dtype=torch.int64)
+    return Records(mapping[ids], offsets, target)
+
+
+def _line_of(tokens: torch.Tensor, vocab: Vocabulary, position: int) -> int:
+    if "\n" not in vocab:
+        return 1
+    return int((as_ids(tokens[:position]) == vocab.index["\n"]).sum()) + 1
+
+
+def seeded_split(count: int, val_frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and validation record indices: a seeded random `val_frac` of them is validation
+    (a sorted list's tail would be all 'z...'), each part in the corpus's order."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed % 2**64))
+    val_count = max(1, round(count * val_frac)) if count > 1 else 0
+    return order[val_count:].sort().values, order[:val_count].sort().values
+
+
+def record_hashes(texts: Iterable[str]) -> torch.Tensor:
+    """Sorted 64-bit hashes of the records, for telling a new record from a known one (8 bytes a
+    record: 8 MB for a million; a false match is 1 in 2^64 / records)."""
+    return torch.tensor(sorted({record_hash(t) for t in texts}), dtype=torch.int64)
+
+
+def record_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def make_batch(records: Records, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs MARKER + record and targets record + MARKER, [rows, longest + 1], right-padded;
+    padded targets are PAD_TARGET."""
+    marker = records.vocab.marker_id
+    width = max(int(records.lengths[i]) for i in indices) + 1
+    x = torch.full((len(indices), width), marker, dtype=torch.int64)
+    y = torch.full((len(indices), width), PAD_TARGET, dtype=torch.int64)
+    for row, i in enumerate(indices):
+        ids = records.record(i)
+        x[row, 1:len(ids) + 1] = ids
+        y[row, :len(ids)] = ids
+        y[row, len(ids)] = marker
+    return x, y
+
+
+def plan_batches(lengths: list[int], tokens_per_batch: int, order: list[int]) -> list[list[int]]:
+    """Cuts records (in `order`) into batches of about `tokens_per_batch` tokens, sorting each
+    span of SORT_SPAN batches by length so that a batch's records are alike."""
+    mean = sum(lengths[i] + 1 for i in order) / max(1, len(order))
+    span = max(1, round(SORT_SPAN * tokens_per_batch / mean))
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        batch: list[int] = []
+        for i in sorted(order[start:start + span], key=lambda i: lengths[i]):
+            # Sorted, so the record joining is the batch's widest: it sets the padded width.
+            if batch and (len(batch) + 1) * (lengths[i] + 1) > tokens_per_batch:
+                keep = len(batch) - len(batch) % ROW_MULTIPLE if len(batch) >= ROW_MULTIPLE else len(batch)
+                batches.append(batch[:keep])
+                batch = batch[keep:]
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+    return batches
+
+
+@dataclass
+class RecordPosition:
+    epoch: int = 0
+    window: int = 0  # the next batch within the epoch
+    offset: int = 0  # unused: kept so that checkpoints hold one shape of data position
+
+
+class RecordBatcher:
+    """Batches of whole records, a fresh order every epoch (from the seed and the epoch)."""
+
+    fresh_state = True  # every batch starts from a zero state
+
+    def __init__(self, records: Records, tokens_per_batch: int, seed: int):
+        if len(records) == 0:
+            raise ValueError("no records to train on")
+        self.records = records
+        self.tokens_per_batch = tokens_per_batch
+        self.seed = seed
+        self.lengths = records.lengths.tolist()
+        self.position = RecordPosition()
+        self._epoch_plan = (-1, [])
+        self.windows_per_epoch = len(self._plan(0))
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if self._epoch_plan[0] != epoch:
+            order = list(range(len(self.records)))
+            random.Random(f"charrnn-records:{self.seed}:{epoch}").shuffle(order)
+            batches = plan_batches(self.lengths, self.tokens_per_batch, order)
+            random.Random(f"charrnn-record-batches:{self.seed}:{epoch}").shuffle(batches)
+            self._epoch_plan = (epoch, batches)
+        return self._epoch_plan[1]
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        pos = self.position
+        if pos.window >= len(self._plan(pos.epoch)):
+            pos.epoch += 1
+            pos.window = 0
+        batch = self._plan(pos.epoch)[pos.window]
+        starts_epoch = pos.window == 0
+        pos.window += 1
+        x, y = make_batch(self.records, batch)
+        return x, y, starts_epoch
+
+    @property
+    def epoch_fraction(self) -> float:
+        return self.position.epoch + self.position.window / max(1, len(self._plan(self.position.epoch)))
+
+
+@torch.no_grad()
+def evaluate_records(model: CharRNN, records: Records, device: torch.device, tokens_per_batch: int = 4096,
+                     precision: torch.dtype | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Mean loss per token over every record's characters and its END (makemore's convention),
+    in nats; START is read, never scored."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        order = sorted(range(len(records)), key=lambda i: int(records.lengths[i]))
+        for batch in plan_batches(records.lengths.tolist(), tokens_per_batch, order):
+            x, y = make_batch(records, batch)
+            with autocast(device, precision):
+                logits, _ = model(x.to(device))
+            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
+                                     ignore_index=PAD_TARGET, reduction="sum")
+            scored = int((y != PAD_TARGET).sum())
+            total += float(losses)
+            count += scored
+            if on_progress is not None:
+                on_progress(scored)
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=total / count if count else math.nan, chars=count)
+
+
+class RecordData:
+    """A record run's data: batches of its training records and its validation records."""
+
+    fresh_state = True  # every record starts from a zero state
+
+    def __init__(self, records: Records, val_frac: float, tokens_per_batch: int, seed: int, separator: str):
+        train, val = seeded_split(len(records), val_frac, seed)
+        if len(train) == 0 or len(val) == 0:
+            raise CharrnnError(f"{len(records)} records are too few: training and validation each need one "
+                               f"(--val-frac {val_frac})")
+        self.train_records, self.val_records = records.subset(train), records.subset(val)
+        self.batcher = RecordBatcher(self.train_records, tokens_per_batch, seed)
+        self.separator = separator
+        self.count = len(records)
+        self.hashes = record_hashes(records.texts())  # of train and validation: every record the user gave
+
+    def validation_loss(self, model: CharRNN, device: torch.device, world: object,
+                        precision: torch.dtype | None) -> float:
+        return evaluate_records(model, self.val_records, device, precision=precision).loss
+
+    def checkpoint_fields(self) -> dict:
+        """What a record model's checkpoint holds beside the stream format's fields."""
+        return {"records": {"separator": self.separator, "count": self.count}, "record_hashes": self.hashes}
