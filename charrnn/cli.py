@@ -240,7 +240,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
     model_names = {f.name for f in fields(ModelConfig)}
     job = TrainJob(
-        corpus=corpus_path, checkpoint_dir=Path(checkpoint_dir),
+        corpus=(corpus_path,), checkpoint_dir=Path(checkpoint_dir),
         model=ModelConfig(**{k: v for k, v in options.items() if k in model_names}),
         train=TrainConfig(**{k: v for k, v in options.items() if k not in model_names}),
         explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,

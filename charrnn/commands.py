@@ -44,7 +44,7 @@ def train(job: TrainJob) -> int:
     checkpoints, and the ranks on each machine share that machine's token cache.
     """
     world = distributed.from_environment()
-    if world.distributed and job.corpus == "-":
+    if world.distributed and "-" in job.corpus:
         raise CharrnnError("torchrun workers cannot share standard input; give the corpus as a file")
     world, device = distributed.start(world, pick_device(job.device))
     try:
@@ -61,11 +61,17 @@ def _prepare_corpus(job: TrainJob, world: distributed.World, quiet: bool) -> tok
     # One rank per machine encodes; the others then find it in the cache.
     cache_dir = job.cache_dir or job.checkpoint_dir / tokens.CACHE_FOLDER
     if world.local_rank == 0:
-        corpus = tokens.prepare(job.corpus, job.encoding, cache_dir, quiet)
+        corpus = tokens.prepare(_one_path(job), job.encoding, cache_dir, quiet)
     world.barrier()
     if world.local_rank != 0:
-        corpus = tokens.prepare(job.corpus, job.encoding, cache_dir, quiet=True)
+        corpus = tokens.prepare(_one_path(job), job.encoding, cache_dir, quiet=True)
     return corpus
+
+
+def _one_path(job: TrainJob) -> str:
+    if len(job.corpus) != 1:
+        raise CharrnnError("give one corpus file")
+    return job.corpus[0]
 
 
 def _held_checkpoints(job: TrainJob) -> list[Path]:
@@ -114,7 +120,7 @@ def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCor
     if config.records:
         if world.distributed:
             raise CharrnnError("--records trains in one process; start it without torchrun")
-        name = "<stdin>" if job.corpus == "-" else job.corpus
+        name = "<stdin>" if job.corpus == ("-",) else ", ".join(job.corpus)
         records = split_records(corpus.tokens, corpus.vocab, config.record_sep, name, keep_chars=resumed)
         data = RecordData(records, config.val_frac, config.batch_size * config.seq_len, config.seed,
                           config.record_sep)
@@ -145,7 +151,7 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
         model_config, config = new_run_configs(job, len(vocab))
     seed_everything(config.seed)
     model = ckpt.move_model_to("cpu") if ckpt is not None else CharRNN(model_config)
-    source = {"sha256": corpus.sha256, "length": len(corpus), "source": job.corpus}
+    source = {"sha256": corpus.sha256, "length": len(corpus), "source": ", ".join(job.corpus)}
     trainer = Trainer(model, vocab, data, config, device, job.checkpoint_dir, source, resume=ckpt, world=world,
                       precision=precision)
     if world.is_main:

@@ -126,7 +126,7 @@ def option_fields() -> list[Field]:
 class TrainJob:
     """Everything `charrnn train` was asked to do."""
 
-    corpus: str  # a path, or "-" for stdin
+    corpus: tuple[str, ...]  # paths (files, or directories of files), or ("-",) for stdin
     checkpoint_dir: Path
     model: ModelConfig  # vocab_size 0: the corpus gives it
     train: TrainConfig
