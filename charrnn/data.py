@@ -11,6 +11,10 @@ better at an epoch's end than in its middle, because the model has just read the
 precedes it (see docs/experiments.md, "Epoch rotation"). Given a seed, each epoch instead
 rotates the training text by an offset drawn from the seed and the epoch, so the stream
 boundaries, and what is read last, move from one epoch to the next.
+
+A corpus of several files is one text of several documents: each batch then also reports
+where a document starts (`StreamBatcher.resets`), and the model zeroes those rows' state there,
+so nothing carries from one file into the next, even in the middle of a window.
 """
 
 from __future__ import annotations
@@ -74,10 +78,17 @@ class StreamBatcher:
 
     With `seed` None every epoch reads the same layout (offset 0); with a seed each epoch
     rotates the text by its own offset (see the module's docstring), the same on every rank.
+
+    `doc_starts` (int64, ascending, from 0) are the first positions of the documents joined in
+    `tokens` (starts past its end, in the validation split, are dropped). With two or more,
+    `resets` after each `next()` is the batch's [rows, seq_len] bool mask of inputs that start
+    a document, or None when the batch has none (and always with one document, whose run is
+    today's: the text's end then runs on into its start as before). Positions are taken modulo
+    the text's length, so with several documents the wrap back to position 0 resets too.
     """
 
     def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, rows: slice = slice(None),
-                 seed: int | None = None):
+                 seed: int | None = None, doc_starts: torch.Tensor | None = None):
         if len(tokens) < min_train_length(batch_size, seq_len):
             raise ValueError("too few tokens for one window per stream")
         self.tokens = tokens
@@ -89,6 +100,8 @@ class StreamBatcher:
         self.window_span = torch.arange(seq_len + 1)
         self.windows_per_epoch = (stream_len - 1) // seq_len
         self.position = Position()
+        self.doc_starts = _starts_within(doc_starts, len(tokens))
+        self.resets: torch.Tensor | None = None
 
     def epoch_offset(self, epoch: int) -> int:
         """The rotation of the training text for `epoch`: drawn from the seed and the epoch
@@ -109,9 +122,20 @@ class StreamBatcher:
         first = self.stream_starts + (pos.offset + pos.window * self.seq_len)
         # Gathered, not sliced, because a rotated stream may wrap past the text's end; on a
         # memory-mapped corpus only the windows read are ever paged in.
-        chunk = as_ids(self.tokens[(first[:, None] + self.window_span) % len(self.tokens)])
+        positions = (first[:, None] + self.window_span) % len(self.tokens)
+        chunk = as_ids(self.tokens[positions])
+        self.resets = self._resets(positions[:, :-1].contiguous())
         pos.window += 1
         return chunk[:, :-1], chunk[:, 1:], starts_epoch
+
+    def _resets(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Where `positions` [rows, seq_len] are documents' first characters; None if nowhere."""
+        starts = self.doc_starts
+        if starts is None:
+            return None
+        at = starts[torch.searchsorted(starts, positions, right=True) - 1]  # starts[0] is 0
+        resets = at == positions
+        return resets if bool(resets.any()) else None
 
     @property
     def epoch_fraction(self) -> float:
@@ -119,14 +143,32 @@ class StreamBatcher:
         return self.position.epoch + self.position.window / self.windows_per_epoch
 
 
+def _starts_within(doc_starts: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """The document starts that fall in the first `length` tokens; None for fewer than two."""
+    if doc_starts is None:
+        return None
+    starts = torch.as_tensor(doc_starts, dtype=torch.int64)
+    starts = starts[starts < length]
+    if len(starts) < 2:
+        return None
+    if int(starts[0]) != 0 or not bool((starts[1:] > starts[:-1]).all()):
+        raise ValueError("document starts must ascend from 0")
+    return starts
+
+
 class StreamData:
-    """A stream run's data: the training text's batches and the validation text."""
+    """A stream run's data: the training text's batches and the validation text.
+
+    Validation reads the joined validation text as one stream and ignores document starts:
+    the few characters after a file boundary are scored with the previous file's state, which
+    is slightly pessimistic and keeps `evaluate` (shared with `charrnn eval`) one function.
+    """
 
     fresh_state = False  # the state carries from window to window
 
     def __init__(self, train_tokens: torch.Tensor, val_tokens: torch.Tensor, batch_size: int, seq_len: int,
-                 seed: int, rows: slice = slice(None)):
-        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, rows, seed=seed)
+                 seed: int, rows: slice = slice(None), doc_starts: torch.Tensor | None = None):
+        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, rows, seed=seed, doc_starts=doc_starts)
         self.val_tokens = val_tokens
 
     def validation_loss(self, model: CharRNN, device: torch.device, world: World,

@@ -51,14 +51,37 @@ class CharRNN(nn.Module):
         zeros = torch.zeros(c.layers, batch, c.hidden, device=device)
         return (zeros, zeros.clone()) if c.cell == "lstm" else (zeros,)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids [batch, time] -> logits [batch, time, vocab], new state."""
-        if self.uses_amx_kernel(ids):
+    def forward(self, ids: torch.Tensor, state: State | None = None,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """ids [batch, time] -> logits [batch, time, vocab], new state.
+
+        `resets` [batch, time] bool marks the inputs that start a document (several corpus
+        files joined): those rows' state is zeroed before the input is read, so neither values
+        nor gradients cross into the next document. The core then runs once per segment
+        between reset columns; a window without any (most, when documents are long) runs as
+        one call. A CPU mask spares a GPU a sync to find its columns.
+        """
+        amx = self.uses_amx_kernel(ids)
+        # Drawn once per window, so every segment of it reads the same dropped weights.
+        dropped = self.training and self.config.weight_drop > 0
+        weights = self._recurrent_weights() if amx or dropped else None
+        columns = [] if resets is None else resets.any(0).nonzero().flatten().tolist()
+        if columns:
+            out, new_state = self._recur_segments(ids, state, resets, columns, amx, weights)
+        else:
+            out, new_state = self._recur(ids, state, amx, weights)
+        logits = self.head(dropout(out, self.config.dropout, self.training))
+        return (logits.transpose(0, 1) if amx else logits), new_state
+
+    def _recur(self, ids: torch.Tensor, state: State | None, amx: bool,
+               weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, State]:
+        """The core over ids [batch, time]: its outputs (time-major on the AMX path, else
+        batch-first) and the new state."""
+        if amx:
             # Time-major inside: each time step's rows are then one contiguous block. The first
             # layer looks its inputs' projections up by id rather than embed and project them.
-            out, new_state = lstm_train.stacked_lstm(self.core, self._recurrent_weights(), self.embed.weight,
-                                                     state, self.config.dropout, self.training, ids=ids.t())
-            return self.head(dropout(out, self.config.dropout, self.training)).transpose(0, 1), new_state
+            return lstm_train.stacked_lstm(self.core, weights, self.embed.weight, state, self.config.dropout,
+                                           self.training, ids=ids.t())
         x = self.embed(ids)
         if state is None:
             args: tuple = (x,)
@@ -66,12 +89,27 @@ class CharRNN(nn.Module):
             args = (x, (state[0], state[1]))
         else:
             args = (x, state[0])
-        if self.training and self.config.weight_drop > 0:
-            out, new = self._core_with_dropped_weights(args)
+        if weights is not None:
+            out, new = self._core_with_dropped_weights(args, weights)
         else:
             out, new = self.core(*args)
-        new_state = tuple(new) if isinstance(new, tuple) else (new,)
-        return self.head(dropout(out, self.config.dropout, self.training)), new_state
+        return out, tuple(new) if isinstance(new, tuple) else (new,)
+
+    def _recur_segments(self, ids: torch.Tensor, state: State | None, resets: torch.Tensor, columns: list[int],
+                        amx: bool, weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, State]:
+        """`_recur` over the segments between reset columns, zeroing the rows that reset at each
+        segment's start (masked_fill: no gradient flows back through a zeroed row)."""
+        if state is None:
+            state = self.initial_state(ids.size(0), ids.device)
+        bounds = sorted({0, *columns}) + [ids.size(1)]
+        outs = []
+        for start, end in zip(bounds, bounds[1:]):
+            if start in columns:
+                zero = resets[:, start].to(ids.device, non_blocking=True)[None, :, None]
+                state = tuple(s.masked_fill(zero, 0.0) for s in state)
+            out, state = self._recur(ids[:, start:end], state, amx, weights)
+            outs.append(out)
+        return torch.cat(outs, dim=0 if amx else 1), state
 
     def uses_amx_kernel(self, ids: torch.Tensor) -> bool:
         """Whether a forward pass on `ids` runs lstm_amx.c's recurrence instead of `nn.LSTM`."""
@@ -87,13 +125,13 @@ class CharRNN(nn.Module):
                 weights[name] = F.dropout(weights[name], self.config.weight_drop)
         return weights
 
-    def _core_with_dropped_weights(self, args: tuple) -> tuple:
-        # The masked matrices stand in for the parameters for this one call; gradients flow
-        # through the mask to the parameters.
+    def _core_with_dropped_weights(self, args: tuple, weights: dict[str, torch.Tensor]) -> tuple:
+        # The masked matrices (`_recurrent_weights`) stand in for the parameters for this one
+        # call; gradients flow through the mask to the parameters.
         with warnings.catch_warnings():
             # cuDNN copies weights that are not in its flat buffer, which is the point here.
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            return functional_call(self.core, self._recurrent_weights(), args)
+            return functional_call(self.core, weights, args)
 
 
 def detach_state(state: State) -> State:

@@ -10,6 +10,11 @@ however large the corpus is.
 
 The cache is keyed by the sha256 of the corpus's bytes, so a second run on the same
 corpus only hashes it.
+
+A corpus of several files (or directories of them) is several documents: each file is cached
+on its own as above, and their ids, renumbered into the union of their vocabularies, are
+joined into one more entry keyed by the files' sha256s in order (never by their names or
+times), which records where each document starts (`EncodedCorpus.doc_starts`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,7 +37,7 @@ import torch
 
 from .errors import CharrnnError
 from .fileio import atomic_path, atomic_write_bytes, made_folder, why_write_failed
-from .progress import byte_bar
+from .progress import byte_bar, count_bar
 from .vocab import Vocabulary, escape_chars
 
 CACHE_FOLDER = "cache"  # inside the checkpoint dir, unless --cache-dir says otherwise
@@ -74,9 +79,11 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 class EncodedCorpus:
     tokens: torch.Tensor  # 1-D, memory-mapped, ids in `vocab` order
     vocab: Vocabulary
-    sha256: str  # of the corpus bytes
+    sha256: str  # of the corpus bytes; of several files, of their sha256s in order (`_joined_key`)
     path: Path  # the token file
     reused: bool  # found in the cache rather than encoded now
+    doc_starts: torch.Tensor | None = None  # int64, each document's first position; None: one document
+    documents: tuple[str, ...] = ()  # of several files, their names in order (not part of the cache entry)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -302,9 +309,16 @@ def _rewrite(src_path: Path, dst_path: Path, length: int, old: str, new: str, ma
     Plain reads and writes rather than a memory map: mapped pages, once read or dirtied,
     would count against the process's memory for the whole pass.
     """
+    with open(dst_path, "wb") as dst:
+        _copy_ids(src_path, dst, length, old, new, mapping, chunk)
+
+
+def _copy_ids(src_path: Path, dst: BinaryIO, length: int, old: str, new: str, mapping: torch.Tensor | None = None,
+              chunk: int = CHUNK_BYTES) -> None:
+    """`_rewrite` into an open file, at its current position."""
     old_dtype, old_width = WIDTHS[old]
     new_dtype, _ = WIDTHS[new]
-    with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
+    with open(src_path, "rb") as src:
         remaining = length
         while remaining:
             n = min(remaining, chunk)
@@ -366,6 +380,11 @@ def _read_meta(meta_path: Path, token_path: Path) -> dict | None:
             return None
         if not ids_fit(map_tokens(token_path, meta["length"], vocab_size), vocab_size):
             return None
+        starts = meta.get("doc_starts")
+        if starts is not None and not (starts and starts[0] == 0 and all(type(v) is int for v in starts)
+                                       and all(a < b for a, b in zip(starts, starts[1:]))
+                                       and starts[-1] < meta["length"]):
+            return None
         return meta
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # RuntimeError: torch.from_file
         return None
@@ -398,25 +417,30 @@ def _write_meta(meta_path: Path, **fields) -> None:
 
 def _entry(meta: dict, token_path: Path, reused: bool) -> EncodedCorpus:
     vocab = Vocabulary(meta["vocab"])
-    return EncodedCorpus(map_tokens(token_path, meta["length"], len(vocab)), vocab, meta["sha256"], token_path, reused)
+    starts = meta.get("doc_starts")
+    return EncodedCorpus(map_tokens(token_path, meta["length"], len(vocab)), vocab, meta["sha256"], token_path, reused,
+                         None if starts is None else torch.tensor(starts, dtype=torch.int64))
 
 
 def prepare(path: str, encoding: str, cache_dir: Path, quiet: bool = True,
-            chunk_bytes: int = CHUNK_BYTES) -> EncodedCorpus:
+            chunk_bytes: int = CHUNK_BYTES, allow_empty: bool = False) -> EncodedCorpus:
     """The corpus at `path` (or stdin for '-') as memory-mapped tokens, encoding it if not cached.
 
     A regular file is hashed in place; anything that can be read only once (stdin, a
-    pipe, `<(...)`) is first spooled into the cache folder, hashed on the way.
+    pipe, `<(...)`) is first spooled into the cache folder, hashed on the way. An empty
+    corpus is an error unless `allow_empty` (one document of several).
     """
     name = "<stdin>" if path == "-" else path
     codec = _codec_name(encoding)
     with open_corpus(path) as f, _cache_errors(Path(cache_dir)), made_folder(Path(cache_dir)) as cache_dir:
         if path != "-" and file_size(f) is not None:
             sha = hash_stream(f, name, chunk_bytes, quiet)
-            return _cached_or_encoded(Path(path), name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
+            return _cached_or_encoded(Path(path), name, sha, encoding, codec, cache_dir, chunk_bytes, quiet,
+                                      allow_empty)
         spooled, sha = spool(f, cache_dir, name, chunk_bytes, quiet)
         try:
-            return _cached_or_encoded(spooled, name, sha, encoding, codec, cache_dir, chunk_bytes, quiet)
+            return _cached_or_encoded(spooled, name, sha, encoding, codec, cache_dir, chunk_bytes, quiet,
+                                      allow_empty)
         finally:
             spooled.unlink()
 
@@ -434,7 +458,7 @@ def _cache_errors(folder: Path | None) -> Iterator[None]:
 
 
 def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: str, cache_dir: Path,
-                       chunk_bytes: int, quiet: bool) -> EncodedCorpus:
+                       chunk_bytes: int, quiet: bool, allow_empty: bool = False) -> EncodedCorpus:
     key = sha if codec == "utf-8" else f"{sha}-{codec}"
     token_path, meta_path = cache_dir / f"{key}.tokens", cache_dir / f"{key}.json"
     meta = _read_meta(meta_path, token_path)
@@ -443,9 +467,127 @@ def _cached_or_encoded(source: Path, name: str, sha: str, encoding: str, codec: 
     # Synced: the JSON beside it, written next, vouches for the tokens by their length alone.
     with atomic_path(token_path, sync=True) as tmp:
         result = encode_file(source, tmp, encoding, name, chunk_bytes=chunk_bytes, quiet=quiet)
-        if result.length == 0:
+        if result.length == 0 and not allow_empty:
             raise CharrnnError(f"{name}: the corpus is empty")
     meta = {"sha256": sha, "encoding": codec, "length": result.length, "vocab": result.vocab.chars}
+    _write_meta(meta_path, **meta)
+    return _entry(meta, token_path, reused=False)
+
+
+# ---- several files ---------------------------------------------------------------------------
+def corpus_files(paths: Sequence[str]) -> list[str]:
+    """The files that a corpus's paths name, in a deterministic order: every path sorted (by its
+    components, as a recursive walk in sorted order meets them), a directory contributing its
+    files recursively, hidden files and folders (names starting with '.') skipped. A path
+    given twice counts once; '-' (stdin) may only be given alone. A broken symlink, or anything
+    in a directory that is not a regular file, is a one-line error naming it."""
+    if "-" in paths:
+        if len(paths) != 1:
+            raise CharrnnError("- (standard input) cannot be combined with other corpus paths")
+        return ["-"]
+    if not paths:
+        raise CharrnnError("no corpus given")
+    found: dict[str, str] = {}
+    for path in paths:
+        mode = _stat_mode(path)
+        if stat.S_ISDIR(mode):
+            files = list(_walk(path, set()))
+            if not files:
+                raise CharrnnError(f"{path}: no files in this directory (names starting with '.' are skipped)")
+        else:
+            files = [path]  # a pipe or `<(...)` given by name is read like a file
+        for f in files:
+            found.setdefault(os.path.normpath(f), f)
+    return [found[k] for k in sorted(found, key=lambda k: Path(k).parts)]
+
+
+def _stat_mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        why = "a broken symlink" if os.path.islink(path) else "no such file or directory"
+        raise CharrnnError(f"{path}: {why}") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: {e.strerror}") from None
+
+
+def _walk(folder: str, seen: set[tuple[int, int]]) -> Iterator[str]:
+    """The regular files under `folder`, sorted by name at each level, hidden ones skipped;
+    a symlinked folder is followed unless it leads back into one being walked (a loop)."""
+    st = os.stat(folder)
+    here = (st.st_dev, st.st_ino)
+    if here in seen:
+        return
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise CharrnnError(f"{folder}: {e.strerror}") from None
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        mode = _stat_mode(path)
+        if stat.S_ISDIR(mode):
+            yield from _walk(path, seen | {here})
+        elif stat.S_ISREG(mode):
+            yield path
+        else:
+            raise CharrnnError(f"{path}: not a regular file")
+
+
+def prepare_corpus(paths: Sequence[str], encoding: str, cache_dir: Path, quiet: bool = True,
+                   chunk_bytes: int = CHUNK_BYTES) -> EncodedCorpus:
+    """`prepare` for a corpus of one or more paths (see `corpus_files`).
+
+    One file (or one that is not empty, among several) gives exactly `prepare`'s entry. Several
+    give one entry of every non-empty file's ids in order, in the union of their vocabularies,
+    with `doc_starts` and `documents` set.
+    """
+    files = corpus_files(paths)
+    if len(files) == 1:
+        return prepare(files[0], encoding, cache_dir, quiet, chunk_bytes)
+    codec = _codec_name(encoding)
+    parts: list[tuple[str, EncodedCorpus]] = []
+    with count_bar(len(files), "reading files", "file", quiet) as bar:
+        for f in files:
+            part = prepare(f, encoding, cache_dir, quiet=True, chunk_bytes=chunk_bytes, allow_empty=True)
+            if len(part):
+                parts.append((f, part))
+            bar.update(1)
+    if not parts:
+        raise CharrnnError(f"{', '.join(paths)}: the corpus is empty (every file is)")
+    if len(parts) == 1:
+        return replace(parts[0][1], documents=(parts[0][0],))
+    with _cache_errors(Path(cache_dir)):
+        joined = _joined([p for _, p in parts], codec, Path(cache_dir))
+    return replace(joined, documents=tuple(f for f, _ in parts))
+
+
+def _joined_key(parts: Sequence[EncodedCorpus], codec: str, vocab: Vocabulary) -> str:
+    """The joined entry's key: the documents' contents in order (their sha256s), the encoding
+    and the vocabulary they make; nothing of their names or times."""
+    key = {"documents": [p.sha256 for p in parts], "encoding": codec, "vocab": vocab.chars}
+    return hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()
+
+
+def _joined(parts: Sequence[EncodedCorpus], codec: str, cache_dir: Path) -> EncodedCorpus:
+    """The parts' ids one after another in the union vocabulary, cached under `_joined_key`."""
+    vocab = Vocabulary(set().union(*(p.vocab.chars for p in parts)))
+    key = _joined_key(parts, codec, vocab)
+    token_path, meta_path = cache_dir / f"docs-{key}.tokens", cache_dir / f"docs-{key}.json"
+    meta = _read_meta(meta_path, token_path)
+    if meta is not None:
+        return _entry(meta, token_path, reused=True)
+    starts, length = [], 0
+    width = storage_name(len(vocab))
+    with atomic_path(token_path, sync=True) as tmp, open(tmp, "wb") as out:
+        for part in parts:
+            mapping = torch.tensor([vocab.index[c] for c in part.vocab.chars], dtype=torch.int64)
+            _copy_ids(part.path, out, len(part), storage_name(len(part.vocab)), width, mapping)
+            starts.append(length)
+            length += len(part)
+    meta = {"sha256": key, "encoding": codec, "length": length, "vocab": vocab.chars,
+            "documents": [p.sha256 for p in parts], "doc_starts": starts}
     _write_meta(meta_path, **meta)
     return _entry(meta, token_path, reused=False)
 
@@ -472,8 +614,10 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
                 _rewrite(corpus.path, tmp, len(corpus), storage_name(len(corpus.vocab)), storage_name(len(vocab)),
                          mapping)
             meta = {"sha256": corpus.sha256, "length": len(corpus), "vocab": vocab.chars}
+            if corpus.doc_starts is not None:
+                meta["doc_starts"] = corpus.doc_starts.tolist()
             _write_meta(meta_path, **meta)
-    return _entry(meta, token_path, reused=corpus.reused)
+    return replace(_entry(meta, token_path, reused=corpus.reused), documents=corpus.documents)
 
 
 def encode_for_model(path: str, encoding: str, vocab: Vocabulary, skip_unknown: bool, folder: Path | None = None,

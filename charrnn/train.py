@@ -269,9 +269,10 @@ class Trainer:
     def request_stop(self, signum: int) -> None:
         self.stop_signal = signum
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, resets: torch.Tensor | None = None) -> torch.Tensor:
         """One optimiser step on a batch at rate `self.lr`, carrying the state; returns the
-        (detached) loss."""
+        (detached) loss. `resets` [batch, seq_len] bool (kept on the CPU) marks the inputs that
+        start a document, where the state is zeroed (`CharRNN.forward`)."""
         model, optimizer = self.model, self.optimizer
         if self.state is None:
             self.state = model.initial_state(x.size(0), self.device)
@@ -279,7 +280,10 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = self.lr
         with autocast(self.device, self.precision):
-            logits, state = self.train_model(x, self.state)
+            if resets is None:
+                logits, state = self.train_model(x, self.state)
+            else:
+                logits, state = self.train_model(x, self.state, resets=resets)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -301,10 +305,11 @@ class Trainer:
         last_saved = self.step
         while not self.done() and not self.stop_agreed:
             x, y, new_epoch = self.batcher.next()
+            resets = getattr(self.batcher, "resets", None)  # a stream batch's document starts, if any
             if new_epoch or self.data.fresh_state:
                 self.state = None
             self.lr = self.learning_rate()
-            window.add(self.train_step(x, y), int((y >= 0).sum()) * self.world.size)  # padding is not read
+            window.add(self.train_step(x, y, resets), int((y >= 0).sum()) * self.world.size)  # padding is not read
             self.elapsed, self.stop_agreed = self.world.agree(time.monotonic() - run_start,
                                                               self.stop_signal is not None)
             finishing = self.done() or self.stop_agreed
