@@ -6,6 +6,8 @@ below take the dataclasses. Nothing here imports torch, so `charrnn --help` stay
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,42 @@ CELLS = ("lstm", "gru", "rnn")
 # Without any stop option, training runs this many epochs (char-rnn's default is 50,
 # over far smaller per-epoch step counts).
 DEFAULT_MAX_EPOCHS = 20.0
+
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: str | float | None) -> float | None:
+    """A duration in seconds: a number, or '90', '90s', '10m', '2h', '1h30m', '1.5h'; None stays None.
+
+    Raises ValueError for anything else, and for a duration that is not finite and positive.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
+            # '1h1h' or '30m1h' is more likely a typo than a sum the user meant.
+            units = [u for _, u in parts]
+            repeated = next((u for u in DURATION_UNITS if units.count(u) > 1), None)
+            if repeated:
+                raise ValueError(f"{value!r} gives {repeated} more than once; give each unit once, "
+                                 "largest first, like 1h30m")
+            if units != sorted(units, key=DURATION_UNITS.get, reverse=True):
+                raise ValueError(f"{value!r} gives its units out of order; give them largest first "
+                                 "(h, m, s), like 1h30m")
+            seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    else:
+        seconds = float(value)
+    if not (0 < seconds and math.isfinite(seconds)):
+        raise ValueError("must be a finite duration longer than zero")
+    return seconds
 
 
 @dataclass(frozen=True)
