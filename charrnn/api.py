@@ -178,6 +178,18 @@ class Model:
         finally:
             os.unlink(tmp)
 
+    def trace(self, text: str):
+        """What the model makes of `text`, character by character: a `charrnn.trace.Trace` of the
+        probabilities that predicted each character (`probs`, `top(k)`), its loss in nats
+        (`loss`, NaN for a stream's first character), and every layer's activations after it
+        (`layers[i]["h"]`; an LSTM's "c" and gates "i" "f" "g" "o", a GRU's "r" "z" "n"), the
+        numbers `charrnn viz` shows. A record model reads each record, split at its separator,
+        from its start marker. Runs on the CPU in fp32; raises CharrnnError for characters the
+        model never saw. `charrnn.trace.rank_units` finds the units that track a feature."""
+        from .trace import trace
+
+        return trace(self._ckpt.model, self._ckpt.vocab, text, separator=self.record_separator)
+
     def _job(self, prime, length, n, temperature, top_k, top_p, seed, stop, echo_prime, novel, unique,
              beam) -> SampleJob:
         """The SampleJob the CLI would build from these options, checked against this model."""
