@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, config
 from .config import ModelConfig, TrainConfig, TrainJob, option_fields
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
@@ -51,34 +51,15 @@ def writing_product() -> Iterator[None]:
         raise ReaderGone from None
 
 
-DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
 
 
 def parse_duration(value: str | float | None) -> float | None:
-    """'90', '90s', '10m', '2h', '1h30m', '1.5h' -> seconds."""
-    if value is None or isinstance(value, (int, float)):
-        return value
-    text = value.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise click.BadParameter(f"{value!r} is not a duration like 90s, 10m, 2h or 1h30m")
-        # '1h1h' or '30m1h' is more likely a typo than a sum the user meant.
-        units = [u for _, u in parts]
-        repeated = next((u for u in DURATION_UNITS if units.count(u) > 1), None)
-        if repeated:
-            raise click.BadParameter(f"{value!r} gives {repeated} more than once; give each unit once, "
-                                     "largest first, like 1h30m")
-        if units != sorted(units, key=DURATION_UNITS.get, reverse=True):
-            raise click.BadParameter(f"{value!r} gives its units out of order; give them largest first "
-                                     "(h, m, s), like 1h30m")
-        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
-    if not 0 < seconds < float("inf"):
-        raise click.BadParameter("must be a finite duration longer than zero")
-    return seconds
+    """'90', '90s', '10m', '2h', '1h30m', '1.5h' -> seconds (config.parse_duration, as a click error)."""
+    try:
+        return config.parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _duration_callback(ctx, param, value):
@@ -197,7 +178,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 
 # ---- train --------------------------------------------------------------------------------
 @cli.command()
-@click.argument("corpus_path", metavar="CORPUS", type=click.Path(allow_dash=True, dir_okay=True))
+@click.argument("corpus_paths", metavar="CORPUS...", nargs=-1, required=True,
+                type=click.Path(allow_dash=True, dir_okay=True))
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path(file_okay=False), help="Where latest.pt and best.pt go.")
 @click.option("--cache-dir", envvar=CACHE_DIR_ENV, type=click.Path(file_okay=False),
@@ -212,9 +194,14 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
-def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: str | None, resume: bool,
-          overwrite: bool, encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
-    """Train a model on CORPUS (a text file, or - for stdin).
+def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str, cache_dir: str | None,
+          resume: bool, overwrite: bool, encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
+    """Train a model on CORPUS: text files, directories of them, or - (stdin, alone).
+
+    Each file is one document: several are read in sorted path order, a directory's
+    files recursively in sorted order, skipping hidden files and folders (names
+    starting with '.'), and the recurrent state is reset at each file's start (with
+    --records, a file's end also ends a record). Globs are the shell's to expand.
 
     Without --max-epochs, --max-steps or --max-time, trains for 20 epochs. The
     learning-rate schedule fits whichever budget ends first.
@@ -229,7 +216,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     \b
     Examples:
       charrnn train data/tinyshakespeare.txt --max-time 10m
-      cat *.txt | charrnn train - --checkpoint-dir runs/mix
+      charrnn train notes/ extra.txt --checkpoint-dir runs/mix
       charrnn train data/tinyshakespeare.txt --resume
     """
     from . import commands
@@ -240,7 +227,7 @@ def train(ctx: click.Context, corpus_path: str, checkpoint_dir: str, cache_dir: 
     explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
     model_names = {f.name for f in fields(ModelConfig)}
     job = TrainJob(
-        corpus=(corpus_path,), checkpoint_dir=Path(checkpoint_dir),
+        corpus=tuple(corpus_paths), checkpoint_dir=Path(checkpoint_dir),
         model=ModelConfig(**{k: v for k, v in options.items() if k in model_names}),
         train=TrainConfig(**{k: v for k, v in options.items() if k not in model_names}),
         explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,

@@ -7,6 +7,8 @@ user can fix; none of them knows about click.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +24,7 @@ from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, count_bar, format_duration, log
-from .records import RecordData, evaluate_records, record_hash, split_records
+from .records import RecordData, Records, evaluate_records, record_hash, split_records
 from .runtime import pick_device, pick_precision, precision_label, seed_everything
 from .sample import Sampler, SamplingOptions
 from .train import Trainer, stop_on_signals
@@ -61,17 +63,11 @@ def _prepare_corpus(job: TrainJob, world: distributed.World, quiet: bool) -> tok
     # One rank per machine encodes; the others then find it in the cache.
     cache_dir = job.cache_dir or job.checkpoint_dir / tokens.CACHE_FOLDER
     if world.local_rank == 0:
-        corpus = tokens.prepare(_one_path(job), job.encoding, cache_dir, quiet)
+        corpus = tokens.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet)
     world.barrier()
     if world.local_rank != 0:
-        corpus = tokens.prepare(_one_path(job), job.encoding, cache_dir, quiet=True)
+        corpus = tokens.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet=True)
     return corpus
-
-
-def _one_path(job: TrainJob) -> str:
-    if len(job.corpus) != 1:
-        raise CharrnnError("give one corpus file")
-    return job.corpus[0]
 
 
 def _held_checkpoints(job: TrainJob) -> list[Path]:
@@ -121,7 +117,7 @@ def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCor
         if world.distributed:
             raise CharrnnError("--records trains in one process; start it without torchrun")
         name = "<stdin>" if job.corpus == ("-",) else ", ".join(job.corpus)
-        records = split_records(corpus.tokens, corpus.vocab, config.record_sep, name, keep_chars=resumed)
+        records = _records_of(corpus, config.record_sep, name, keep_chars=resumed)
         data = RecordData(records, config.val_frac, config.batch_size * config.seq_len, config.seed,
                           config.record_sep)
         return data, records.vocab
@@ -130,8 +126,23 @@ def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCor
     train_tokens, val_tokens = split_for_training(corpus.tokens, config.val_frac, config.eval_chars,
                                                   config.batch_size, config.seq_len)
     data = StreamData(train_tokens, val_tokens, config.batch_size, config.seq_len, config.seed,
-                      world.rows(config.batch_size))
+                      world.rows(config.batch_size), doc_starts=corpus.doc_starts)
     return data, corpus.vocab
+
+
+def _records_of(corpus: tokens.EncodedCorpus, separator: str, name: str, keep_chars: Vocabulary | None) -> Records:
+    """The corpus's records; of several files, every file's in order (a file's end also ends
+    a record), in one vocabulary: the union of theirs, or `keep_chars`."""
+    if corpus.doc_starts is None:
+        return split_records(corpus.tokens, corpus.vocab, separator, name, keep_chars=keep_chars)
+    bounds = corpus.doc_starts.tolist() + [len(corpus)]
+    parts = [split_records(corpus.tokens[a:b], corpus.vocab, separator, doc, keep_chars=keep_chars)
+             for doc, a, b in zip(corpus.documents, bounds, bounds[1:])]
+    vocab = keep_chars or Vocabulary({c for p in parts for c in p.vocab.chars}, marker=True)
+    ids = [torch.tensor([vocab.index[c] for c in p.vocab.chars], dtype=torch.int64)[p.ids] for p in parts]
+    offsets = torch.zeros(sum(len(p) for p in parts) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cat([p.lengths for p in parts]).cumsum(0)
+    return Records(torch.cat(ids), offsets, vocab)
 
 
 def _train(job: TrainJob, world: distributed.World, device: torch.device, precision: torch.dtype | None) -> int:
@@ -159,6 +170,8 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
             path.unlink(missing_ok=True)
     ranks = f" x {world.size} processes" if world.distributed else ""
     what = f"{len(data.train_records):,} records" if isinstance(data, RecordData) else f"{len(corpus):,} chars"
+    if len(corpus.documents) > 1:
+        what += f" of {len(corpus.documents):,} files"
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {what}, {len(vocab.chars)} symbols, "
         f"device {device.type}{ranks}, {precision_label(precision)}"
@@ -195,7 +208,8 @@ def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool) -> 
 # ---- sample -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleJob:
-    """What `charrnn sample` was asked for."""
+    """What `charrnn sample` (or the Python API's `Model.generate`) was asked for. Its defaults
+    are the CLI's and the API's."""
 
     checkpoint: str  # a file, or a directory (best.pt, else latest.pt)
     options: SamplingOptions
@@ -211,67 +225,146 @@ class SampleJob:
     beam: int | None = None  # the K likeliest samples instead of random ones
     as_json: bool = False
 
+    def __post_init__(self) -> None:
+        # The CLI refuses all of these first, as usage errors; the Python API gets a ValueError.
+        if self.length < 0:
+            raise ValueError(f"length must be >= 0, not {self.length}")
+        if self.num_samples < 1:
+            raise ValueError(f"the number of samples must be >= 1, not {self.num_samples}")
+        if self.beam is not None and self.beam < 1:
+            raise ValueError(f"the beam width must be >= 1, not {self.beam}")
+        if self.prime == "":
+            raise ValueError("the prime must not be empty (None starts from the model's default)")
+        if self.stop == "":
+            raise ValueError("the stop string must not be empty")
+        if not math.isfinite(self.options.temperature):
+            raise ValueError("temperature must be a finite number")
+
 
 def sample(job: SampleJob, out: TextIO) -> None:
     """Generates text from a checkpoint and writes it to `out` as it is made."""
-    ckpt = checkpoint.load(job.checkpoint)
-    sampler = Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
+    write_sample(checkpoint.load(job.checkpoint), job, out)
+
+
+def write_sample(ckpt: checkpoint.Checkpoint, job: SampleJob, out: TextIO) -> None:
+    """`sample` for a checkpoint already loaded (`job.checkpoint` is not read again)."""
+    sampler = sampler_for(ckpt)
+    check_sample_job(ckpt, job)
+    if job.beam is not None:
+        _write_beams(sampler, job, out)
+    elif ckpt.record_separator is not None:
+        _write_records(RecordDraws(sampler, job, known_records(ckpt, job)), job, out)
+    else:
+        prime, echo_prime, ids = stream_ids(sampler, job)  # checks the prime
+        write_samples(ids, sampler.vocab.chars, prime, echo_prime=echo_prime, num_samples=job.num_samples,
+                      stop=job.stop, separator=job.separator, out=out)
+
+
+def sampler_for(ckpt: checkpoint.Checkpoint) -> Sampler:
+    """The checkpoint's model as a sampler (on the CPU, in eval mode)."""
+    return Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
+
+
+def check_sample_job(ckpt: checkpoint.Checkpoint, job: SampleJob) -> None:
+    """Refuses options that the checkpoint's kind of model (stream or records) has no use for."""
     is_record_model = ckpt.record_separator is not None
     if (job.novel or job.unique) and not is_record_model:
         raise CharrnnError("--novel and --unique are for record models (trained with --records)")
     if job.as_json and job.beam is None and not is_record_model:
         raise CharrnnError("--json is for --beam and for record models; stream samples are plain text")
-    if job.beam is not None:
-        _write_beams(sampler, job, out)
-    elif is_record_model:
-        known = set(ckpt.data["record_hashes"].tolist()) if job.novel else None
-        _write_records(sampler, job, known, out)
-    else:
-        prime = job.prime if job.prime is not None else sampler.default_prime()
-        ids = sampler.generate(prime, job.length, job.options, job.num_samples, job.seed)  # checks the prime
-        write_samples(ids, sampler.vocab.chars, prime, echo_prime=job.prime is not None and job.echo_prime,
-                      num_samples=job.num_samples, stop=job.stop, separator=job.separator, out=out)
+
+
+def stream_ids(sampler: Sampler, job: SampleJob) -> tuple[str, bool, Iterator[list[int]]]:
+    """A stream model's samples: the prime they continue, whether it is shown, and the
+    iterator of every sample's next id (Sampler.generate). The prime is checked here."""
+    prime = job.prime if job.prime is not None else sampler.default_prime()
+    ids = sampler.generate(prime, job.length, job.options, job.num_samples, job.seed)
+    return prime, job.prime is not None and job.echo_prime, ids
 
 
 DRAWS_PER_RECORD = 100  # --novel and --unique give up after this many draws for each record asked for
 RECORD_STREAMS = 256  # records drawn together
 
 
-def _write_records(sampler: Sampler, job: SampleJob, known: set[int] | None, out: TextIO) -> None:
+def known_records(ckpt: checkpoint.Checkpoint, job: SampleJob) -> set[int] | None:
+    """The training records' hashes when --novel asks for new records only, else None."""
+    return set(ckpt.data["record_hashes"].tolist()) if job.novel else None
+
+
+class RecordDraws:
+    """A record model's `job.num_samples` records, drawn as they are asked for.
+
+    Iterating yields each record kept, whole (the prime included), in the order drawn; it ends
+    once it has them all, or after DRAWS_PER_RECORD draws for each record asked for. Records
+    that --novel (`known`) or --unique drops, and empty ones, are counted in `dropped`.
+    The prime is checked when this is made, before anything is drawn.
+    """
+
+    def __init__(self, sampler: Sampler, job: SampleJob, known: set[int] | None):
+        self.job = job
+        self.prime = job.prime or ""
+        self.known = known
+        self.drawn = 0
+        self.kept = 0
+        self.dropped = {"empty": 0, "already in the corpus": 0, "repeats": 0}
+        streams = min(RECORD_STREAMS, job.num_samples if known is None and not job.unique else RECORD_STREAMS)
+        self._records = sampler.draw_records(self.prime, job.options, streams, job.length, job.seed)
+
+    def __iter__(self) -> Iterator[str]:
+        job, seen = self.job, set()
+        for record in self._records:
+            self.drawn += 1
+            digest = record_hash(record)
+            reason = ("empty" if not record else "already in the corpus"
+                      if self.known is not None and digest in self.known
+                      else "repeats" if job.unique and digest in seen else None)
+            if reason:
+                self.dropped[reason] += 1
+            else:
+                seen.add(digest)
+                self.kept += 1
+                yield record
+            if self.kept == job.num_samples or self.drawn >= DRAWS_PER_RECORD * job.num_samples:
+                return
+
+    def shown(self, record: str) -> str:
+        """A record as it is printed: without the prime under --no-echo-prime."""
+        return record if self.job.echo_prime else record[len(self.prime):]
+
+    def dropped_summary(self) -> str | None:
+        """How many records were dropped and why, once iteration is over; None if none were."""
+        if not sum(self.dropped.values()):
+            return None
+        why = ", ".join(f"{n} {reason}" for reason, n in self.dropped.items() if n)
+        return f"dropped {sum(self.dropped.values())} of {self.drawn} records drawn ({why})"
+
+    def shortfall(self) -> str | None:
+        """Says that fewer records than asked for were found, once iteration is over; else None."""
+        n = self.job.num_samples
+        if self.kept >= n:
+            return None
+        return (f"only {self.kept} of {n} records after {self.drawn:,} draws, the most for {n} "
+                f"({DRAWS_PER_RECORD} each)")
+
+
+def _write_records(draws: RecordDraws, job: SampleJob, out: TextIO) -> None:
     """N records, one a line, as they are drawn; those --novel or --unique drop are counted."""
-    prime = job.prime or ""
-    streams = min(RECORD_STREAMS, job.num_samples if known is None and not job.unique else RECORD_STREAMS)
-    drawn = sampler.draw_records(prime, job.options, streams, job.length, job.seed)
     kept: list[str] = []
-    dropped = {"empty": 0, "already in the corpus": 0, "repeats": 0}
-    seen: set[int] = set()
-    for draws, record in enumerate(drawn, 1):
-        digest = record_hash(record)
-        reason = ("empty" if not record else "already in the corpus" if known is not None and digest in known
-                  else "repeats" if job.unique and digest in seen else None)
-        if reason:
-            dropped[reason] += 1
-        else:
-            seen.add(digest)
-            kept.append(record)
-            if not job.as_json:
-                out.write((record if job.echo_prime else record[len(prime):]) + "\n")
-                out.flush()
-        if len(kept) == job.num_samples or draws >= DRAWS_PER_RECORD * job.num_samples:
-            break
+    for record in draws:
+        kept.append(record)
+        if not job.as_json:
+            out.write(draws.shown(record) + "\n")
+            out.flush()
     if job.as_json:
         out.write(json.dumps([{"text": r} for r in kept], ensure_ascii=False) + "\n")
-    if sum(dropped.values()):
-        why = ", ".join(f"{n} {reason}" for reason, n in dropped.items() if n)
-        log(f"dropped {sum(dropped.values())} of {draws} records drawn ({why})")
-    if len(kept) < job.num_samples:
-        log(f"only {len(kept)} of {job.num_samples} records after {draws:,} draws, the most for "
-            f"{job.num_samples} ({DRAWS_PER_RECORD} each)")
+    for line in (draws.dropped_summary(), draws.shortfall()):
+        if line:
+            log(line)
 
 
-def _write_beams(sampler: Sampler, job: SampleJob, out: TextIO) -> None:
-    """The K likeliest continuations (stream models) or complete records (record models),
-    best first, with their log-probabilities in --json or on stderr."""
+def likeliest(sampler: Sampler, job: SampleJob) -> list[tuple[str, float]]:
+    """The `job.beam` likeliest continuations (stream models) or complete records (record
+    models), best first, as (text as shown, natural log-probability)."""
     vocab = sampler.vocab
     prime = job.prime if job.prime is not None else ("" if vocab.marker_id is not None else sampler.default_prime())
     sampler.check_prime(prime)
@@ -281,22 +374,25 @@ def _write_beams(sampler: Sampler, job: SampleJob, out: TextIO) -> None:
                         temperature=temperature)
     if vocab.marker_id is not None and not prime:
         beams = [b for b in beams if b.ids]  # an empty record is no record
-    beams = beams[:job.beam]
-    shown = [(prime if job.echo_prime else "") + vocab.decode(b.ids) for b in beams]
+    return [((prime if job.echo_prime else "") + vocab.decode(b.ids), b.log_prob) for b in beams[:job.beam]]
+
+
+def _write_beams(sampler: Sampler, job: SampleJob, out: TextIO) -> None:
+    """The likeliest samples (`likeliest`), with their log-probabilities in --json or on stderr."""
+    beams = likeliest(sampler, job)
     if job.as_json:
-        out.write(json.dumps([{"text": t, "log_prob": b.log_prob} for t, b in zip(shown, beams)],
-                             ensure_ascii=False) + "\n")
+        out.write(json.dumps([{"text": t, "log_prob": p} for t, p in beams], ensure_ascii=False) + "\n")
         return
-    separator = "\n" if vocab.marker_id is not None else job.separator
-    out.write(separator.join(shown) + "\n")
-    for rank, beam in enumerate(beams, 1):
-        log(f"beam {rank}: log-probability {beam.log_prob:.4f}")
+    separator = "\n" if sampler.vocab.marker_id is not None else job.separator
+    out.write(separator.join(t for t, _ in beams) + "\n")
+    for rank, (_, log_prob) in enumerate(beams, 1):
+        log(f"beam {rank}: log-probability {log_prob:.4f}")
 
 
 # ---- eval ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalJob:
-    """What `charrnn eval` was asked for."""
+    """What `charrnn eval` (or the Python API's `Model.score`) was asked for."""
 
     text: str  # a path, or "-" for stdin
     checkpoint: str
@@ -306,11 +402,16 @@ class EvalJob:
     device: str = "auto"
     precision: str = "auto"
     quiet: bool = False
+    name: str | None = None  # what messages call the text; default its path ("<stdin>" for "-")
 
 
 def evaluate_text(job: EvalJob) -> dict:
     """The loss of a text under a checkpoint: nats and bits per character, perplexity."""
-    ckpt = checkpoint.load(job.checkpoint)
+    return score(checkpoint.load(job.checkpoint), job)
+
+
+def score(ckpt: checkpoint.Checkpoint, job: EvalJob) -> dict:
+    """`evaluate_text` for a checkpoint already loaded (`job.checkpoint` is not read again)."""
     device = pick_device(job.device)
     precision = pick_precision(job.precision, device)
     if ckpt.record_separator is not None:
@@ -330,7 +431,7 @@ def _evaluate_records(job: EvalJob, ckpt: checkpoint.Checkpoint, device: torch.d
     separator = ckpt.record_separator
     readable = Vocabulary(ckpt.vocab.chars + list(separator))  # the separator need not be in the model
     ids, skipped = tokens.encode_for_model(job.text, job.encoding, readable, job.skip_unknown, quiet=job.quiet)
-    name = "<stdin>" if job.text == "-" else job.text
+    name = job.name or ("<stdin>" if job.text == "-" else job.text)
     records = split_records(ids, readable, separator, name, keep_chars=ckpt.vocab)
     with count_bar(len(records.ids) + len(records), "evaluating", "token", job.quiet) as bar:
         result = evaluate_records(ckpt.move_model_to(device), records, device, precision=precision,
