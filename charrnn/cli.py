@@ -188,6 +188,9 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--overwrite", is_flag=True,
               help="Start a new run in a checkpoint dir that holds one, replacing its latest.pt and best.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also log train and validation loss, learning rate and throughput to DIR as TensorBoard "
+                   "scalars (needs the tensorboard package: pip install 'charrnn[tensorboard]').")
 @config_options
 @device_option
 @precision_option
@@ -223,6 +226,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
 
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
+    tensorboard = options.pop("tensorboard")  # a place to log to, not an option of the run
     given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
     model_names = {f.name for f in fields(ModelConfig)}
@@ -232,6 +236,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
         train=TrainConfig(**{k: v for k, v in options.items() if k not in model_names}),
         explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,
         encoding=encoding, device=device, precision=precision, quiet=quiet,
+        tensorboard=Path(tensorboard) if tensorboard else None,
     )
     ctx.exit(commands.train(job))
 
@@ -344,6 +349,68 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
                        f"perplexity {result['perplexity']:.3f} | {result['chars']:,} {unit}s"
                        + (f" in {result['records']:,} records" if "records" in result else "")
                        + (f" | {result['skipped']:,} unknown skipped" if result["skipped"] else ""))
+
+
+# ---- viz ----------------------------------------------------------------------------------
+def _feature_callback(ctx, param, values):
+    from .viz import Feature
+
+    try:
+        for value in values:
+            Feature.parse(value)  # checked here, so that a bad one is a usage error
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return tuple(values)
+
+
+@cli.command()
+@click.argument("text_path", metavar="[FILE|-]", required=False, type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path(), help="Used when --checkpoint is not given.")
+@click.option("-o", "--output", default="viz.html", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="The page to write; '-' is stdout.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Show at most this many characters (of FILE, or of the sample).")
+@click.option("--feature", "features", multiple=True, metavar="NAME=REGEX", callback=_feature_callback,
+              help="Also rank units by how well they track the characters REGEX matches (repeatable).")
+@click.option("--gates", is_flag=True, help="Also show the gates (LSTM i f g o, GRU r z n): a larger page.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sample when no FILE is given.")
+@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+              help="Temperature of the sample when no FILE is given.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
+@click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
+@threads_option
+@click.option("-q", "--quiet", is_flag=True, help="Do not report the page's size and build time.")
+def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features, gates, seed, temperature, encoding,
+        skip_unknown, quiet) -> None:
+    """Write one self-contained HTML page of what the model makes of FILE
+    (or - for stdin; without FILE, a seeded sample the model writes itself):
+    each character coloured by surprise, with the model's top 5 guesses; any
+    unit's activations; the units that track quotes, brackets, line position,
+    indentation, line starts, capitals and --feature regexes; the training
+    curves; the model card. It opens from disk, offline.
+
+    \b
+    Examples:
+      charrnn viz -o viz.html
+      charrnn viz play.txt --checkpoint runs/shakespeare --max-chars 3000
+      charrnn viz code.py --feature 'digits=[0-9]' --feature 'keyword=\\b(def|return)\\b'
+    """
+    from . import commands
+    from .progress import log
+
+    job = commands.VizJob(
+        checkpoint=checkpoint_path or checkpoint_dir, output=output, text=text_path, max_chars=max_chars,
+        features=features, gates=gates, seed=seed, temperature=temperature, encoding=encoding,
+        skip_unknown=skip_unknown,
+    )
+    with writing_product():  # -o -: a reader may stop early
+        summary = commands.viz(job, sys.stdout)
+    where = "stdout" if output == "-" else output
+    log(f"wrote {where}: {summary['bytes'] / 1e6:.1f} MB, {summary['chars']:,} characters, {summary['units']:,} "
+        f"units, mean loss {summary['mean_loss']:.4f} nats/char, in {summary['seconds']:.1f} s", quiet)
 
 
 # ---- info ---------------------------------------------------------------------------------

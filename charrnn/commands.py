@@ -177,11 +177,13 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
         f"device {device.type}{ranks}, {precision_label(precision)}"
         + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
     log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
-    return _run(trainer, job.checkpoint_dir, quiet, world.is_main)
+    return _run(trainer, job.checkpoint_dir, quiet, world.is_main, job.tensorboard)
 
 
-def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool) -> int:
-    """Runs the loop with progress and signal handling; the exit code."""
+def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool, tensorboard: Path | None = None) -> int:
+    """Runs the loop with progress and signal handling, logging TensorBoard scalars to
+    `tensorboard` (rank 0) when given; the exit code."""
+    trainer.scalars = TensorBoardScalars(tensorboard) if tensorboard is not None and is_main else None
     trainer.progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
     result = None
     try:
@@ -191,6 +193,8 @@ def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool) -> 
         pass
     finally:
         trainer.progress.close()
+        if trainer.scalars is not None:
+            trainer.scalars.close()
     if result is None:
         log(f"aborted; the last checkpoint in {checkpoint_dir} is intact", quiet=not is_main)
         return EXIT_SIGNAL_BASE + 2
@@ -477,3 +481,86 @@ def describe(checkpoint_path: str) -> dict:
         "records": None if ckpt.record_separator is None else {
             "separator": ckpt.record_separator, "count": (ckpt.field("records", dict) or {}).get("count")},
     }
+
+
+# ---- viz ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VizJob:
+    """What `charrnn viz` was asked for."""
+
+    checkpoint: str
+    output: str = "viz.html"  # "-" for stdout
+    text: str | None = None  # a path, "-" for stdin; None: a sample the model writes itself
+    max_chars: int = 5000
+    features: tuple[str, ...] = ()  # NAME=REGEX
+    gates: bool = False
+    seed: int = 0
+    temperature: float = 1.0
+    encoding: str = "utf-8"
+    skip_unknown: bool = False
+
+
+def viz(job: VizJob, out: TextIO) -> dict:
+    """Writes the page of what the model makes of a text (viz.py); its size, what it shows and
+    how long it took."""
+    import time
+
+    from . import viz as page
+    from .fileio import atomic_write_bytes, why_write_failed
+    from .trace import trace
+
+    started = time.perf_counter()
+    try:
+        features = [page.Feature.parse(spec) for spec in job.features]
+    except ValueError as e:
+        raise CharrnnError(f"--feature {e}") from None
+    ckpt = checkpoint.load(job.checkpoint)
+    if job.text is None:
+        text, source = page.sample_text(ckpt, job.max_chars, job.seed, job.temperature)
+    else:
+        allowed = set(ckpt.vocab.chars) | set(ckpt.record_separator or "")
+        text, skipped = page.read_text(job.text, job.encoding, job.max_chars, allowed, job.skip_unknown)
+        source = ("standard input" if job.text == "-" else job.text) + (f", {skipped:,} unknown dropped" if skipped
+                                                                        else "")
+    result = trace(ckpt.model, ckpt.vocab, text, separator=ckpt.record_separator)
+    data = page.page_data(result, page.model_card(ckpt, source, result), ckpt.field("metrics", list) or [],
+                          features, job.gates)
+    html = page.render(data, title=f"charrnn viz: {ckpt.path.name}, {result.cell} "
+                                   f"{len(result.layers)}x{data['hidden']}")
+    encoded = html.encode("utf-8")
+    if job.output == "-":
+        out.write(html)
+    else:
+        try:
+            atomic_write_bytes(Path(job.output), encoded)
+        except OSError as e:
+            raise CharrnnError(f"cannot write {job.output}: {why_write_failed(e)}") from None
+    units = len(data["layers"]) * len(data["kinds"]) * data["hidden"]
+    return {"output": job.output, "bytes": len(encoded), "chars": len(result.text), "units": units,
+            "mean_loss": result.mean_loss, "seconds": time.perf_counter() - started}
+
+
+# ---- train --tensorboard ------------------------------------------------------------------
+class TensorBoardScalars:
+    """`Trainer.scalars` for --tensorboard: each value as a TensorBoard scalar at its step."""
+
+    TAGS = {"train_loss": "loss/train", "val_loss": "loss/validation", "lr": "learning_rate",
+            "chars_per_s": "throughput/chars_per_s"}
+
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CharrnnError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                               "(or pip install 'charrnn[tensorboard]')") from None
+        try:
+            self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
+        except OSError as e:
+            raise CharrnnError(f"--tensorboard {folder}: {e.strerror or e}") from None
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(self.TAGS.get(name, name), value, step)
+
+    def close(self) -> None:
+        self.writer.close()

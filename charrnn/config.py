@@ -176,6 +176,7 @@ class TrainJob:
     device: str = "auto"
     precision: str = "auto"
     quiet: bool = False
+    tensorboard: Path | None = None  # --tensorboard: where the TensorBoard scalars go; None writes none
 
 
 # Options that define a run: on --resume they come from the checkpoint, and giving a

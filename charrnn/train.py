@@ -11,7 +11,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,9 @@ class Trainer:
         self.stop_signal: int | None = None
         self.stop_agreed = False
         self.train_loss = self.val_loss = self.chars_per_s = None
+        # Called with (step, {name: value}) at each read of the training loss and each validation
+        # (commands.py's --tensorboard writer); names: train_loss, lr, chars_per_s, val_loss.
+        self.scalars: Callable[[int, dict[str, float]], None] | None = None
         # Each rank draws its own dropout masks; rank 0 of any run draws a one-process run's.
         seed_everything(config.seed + world.rank)
         if resume is not None:
@@ -318,9 +321,11 @@ class Trainer:
             if saving or window.steps >= REPORT_EVERY:
                 self.train_loss, self.chars_per_s = window.read(self.world)
                 self._check_finite(self.train_loss)
+                self._log_scalars(train_loss=self.train_loss, lr=self.lr, chars_per_s=self.chars_per_s)
             improved = False
             if evaluating:
                 improved = self._validate_and_record()
+                self._log_scalars(val_loss=self.val_loss)
                 window.restart_clock()
             if saving:
                 self.save(best=improved)
@@ -331,6 +336,10 @@ class Trainer:
         if self.stop_agreed and self.stop_signal is None:  # another rank was signalled
             self.stop_signal = signal.SIGTERM
         return TrainResult(self.step, self.best_val_loss, self.stop_signal)
+
+    def _log_scalars(self, **values: float | None) -> None:
+        if self.scalars is not None:
+            self.scalars(self.step, {name: v for name, v in values.items() if v is not None})
 
     def _report(self, force_line: bool) -> None:
         if self.progress is None:
