@@ -381,7 +381,6 @@ def _feature_callback(ctx, param, values):
               help="Temperature of the sample when no FILE is given.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
-@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="Do not report the page's size and build time.")
 def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features, gates, seed, temperature, encoding,
         skip_unknown, quiet) -> None:

@@ -502,7 +502,15 @@ class VizJob:
 
 def viz(job: VizJob, out: TextIO) -> dict:
     """Writes the page of what the model makes of a text (viz.py); its size, what it shows and
-    how long it took."""
+    how long it took. Runs on one thread: one stream's steps are too small to share, and on a
+    busy CPU two threads took 2 to 93 s where one takes 1.4 (docs/benchmarks.md, "charrnn viz")."""
+    from .trace import one_thread
+
+    with one_thread():
+        return _viz(job, out)
+
+
+def _viz(job: VizJob, out: TextIO) -> dict:
     import time
 
     from . import viz as page

@@ -19,9 +19,10 @@ target), and its activations are those after reading the next record's MARKER.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -161,10 +162,11 @@ def _run(model: CharRNN, inputs: torch.Tensor, resets: torch.Tensor) -> tuple[li
     """Every layer's activations [N, hidden] by kind over the inputs, and the last layer's h
     (what the head reads).
 
-    Each layer's h comes from PyTorch's fused one-layer cell over the whole text (one thread:
-    a single stream's small products lose to threading's overhead); the gates then follow from
-    h one step back in one product for every step at once, and an LSTM's c from the gates in an
-    elementwise scan.
+    Each layer's h comes from PyTorch's fused one-layer cell over the whole text; the gates then
+    follow from h one step back in one product for every step at once, and an LSTM's c from the
+    gates in an elementwise scan. All on one thread: a single stream's products are small, and
+    threads that wait for each other at every step stall on a busy CPU (docs/experiments.md,
+    "Threads on a shared CPU"); 5,000 characters of a 2x256 LSTM take 0.3 s.
     """
     config = model.config
     params = {name: p.detach().float().cpu() for name, p in model.core.named_parameters()}
@@ -173,23 +175,28 @@ def _run(model: CharRNN, inputs: torch.Tensor, resets: torch.Tensor) -> tuple[li
     starts[0] = True
     segments = _segments(starts)
     layers = []
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for layer in range(config.layers):
             weights = {k.replace(f"_l{layer}", "_l0"): v for k, v in params.items() if k.endswith(f"_l{layer}")}
             h = _fused_layer(model.core, config.cell, weights, x, segments)
-            torch.set_num_threads(saved_threads)  # the products over every step use them all
             h_prev = torch.cat([torch.zeros(1, h.size(1)), h[:-1]])
             h_prev[starts] = 0.0
             x_part = x @ weights["weight_ih_l0"].t() + weights.get("bias_ih_l0", 0.0)
             h_part = h_prev @ weights["weight_hh_l0"].t() + weights.get("bias_hh_l0", 0.0)
             layers.append(_gates(config.cell, x_part, h_part, h, starts))
-            torch.set_num_threads(1)
             x = h
-    finally:
-        torch.set_num_threads(saved_threads)
     return layers, x
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch (and charrnn's C kernels, which read torch's setting) on one thread for the block."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _segments(starts: torch.Tensor) -> list[tuple[int, int]]:
