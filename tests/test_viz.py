@@ -51,6 +51,17 @@ def page(tmp_path_factory, trained_dir, corpus_file) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def record_page(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("viz_records")
+    names = folder / "names.txt"
+    names.write_text("\n".join(["anna", "bob", "carla", "dave", "emma", "finn", "greta", "hugo"] * 30) + "\n")
+    trained = invoke("train", str(names), "--records", "--checkpoint-dir", str(folder / "ck"), "--max-steps", "3",
+                     "-q", *TINY)
+    assert trained.exit_code == 0, trained.output
+    return names
+
+
 # ---- the page, built -------------------------------------------------------------------------
 def page_data(path: Path) -> dict:
     html = path.read_text(encoding="utf-8")
@@ -112,12 +123,8 @@ def test_viz_of_every_cell_from_its_own_sample(tmp_path, corpus_file, cell):
     assert page_data(again)["text"] == data["text"]  # seeded
 
 
-def test_viz_of_a_record_model(tmp_path):
-    names = tmp_path / "names.txt"
-    names.write_text("\n".join(["anna", "bob", "carla", "dave", "emma", "finn", "greta", "hugo"] * 30) + "\n")
-    ck = tmp_path / "ck"
-    trained = invoke("train", str(names), "--records", "--checkpoint-dir", str(ck), "--max-steps", "3", "-q", *TINY)
-    assert trained.exit_code == 0, trained.output
+def test_viz_of_a_record_model(tmp_path, record_page):
+    names, ck = record_page, record_page.parent / "ck"
     out = tmp_path / "v.html"
     result = invoke("viz", str(names), "--checkpoint", str(ck), "-o", str(out), "--max-chars", "40")
     assert result.exit_code == 0, result.output
@@ -130,6 +137,15 @@ def test_viz_of_a_record_model(tmp_path):
     sampled = tmp_path / "s.html"
     assert invoke("viz", "--checkpoint", str(ck), "-o", str(sampled), "--max-chars", "60").exit_code == 0
     assert len(page_data(sampled)["text"]) == 60
+
+
+def test_viz_of_the_oldest_checkpoint_format(tmp_path):
+    fixture = Path(__file__).resolve().parent / "fixtures"
+    out = tmp_path / "v.html"
+    result = invoke("viz", str(fixture / "tiny_corpus.txt"), "--checkpoint", str(fixture / "tiny_run"), "-o",
+                    str(out), "--max-chars", "300")
+    assert result.exit_code == 0, result.output
+    assert len(page_data(out)["text"]) == 300
 
 
 def test_viz_errors_are_one_line(tmp_path, trained_dir):
@@ -230,11 +246,19 @@ class Chromium:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def centre(self, selector: str) -> list[float]:
+        """The middle of the element in the viewport, scrolled into view."""
+        return self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                       f" e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
+                       f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+
+    def hover(self, selector: str) -> None:
+        x, y = self.centre(selector)
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+
     def click(self, selector: str) -> None:
-        """A real left click (press and release) at the middle of the element, scrolled into view."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-                      f" e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
-                      f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        """A real left click (press and release) at the middle of the element."""
+        box = self.centre(selector)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left",
                       clickCount=0 if kind == "mouseMoved" else 1)
@@ -293,7 +317,7 @@ COLOURS = "Array.from(document.querySelectorAll('#text .ch'), s => getComputedSt
 
 
 @needs_browser
-def test_page_in_a_real_browser(page, tmp_path):
+def test_page_in_a_real_browser(page, record_page, tmp_path):
     browser = Chromium(tmp_path / "profile")
     try:
         open_page(browser, page)
@@ -304,8 +328,10 @@ def test_page_in_a_real_browser(page, tmp_path):
         assert len(set(surprise)) > 10 and "rgba(0, 0, 0, 0)" not in surprise
         assert browser.js("document.getElementById('legend-note').textContent").startswith("surprise")
 
-        # A click on a character pins it and shows the top 5 guesses and its loss.
+        # Hovering shows a character; a click pins it and shows the top 5 guesses and its loss.
         assert browser.js("document.getElementById('info-body').hidden")
+        browser.hover("#text .ch:nth-child(12)")
+        assert browser.js("document.getElementById('info-pos').textContent").endswith("character 11")
         browser.click("#text .ch:nth-child(40)")
         shown = browser.js("""(() => {
             const body = document.getElementById('info-body'), r = body.getBoundingClientRect();
@@ -358,5 +384,18 @@ def test_page_in_a_real_browser(page, tmp_path):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
         if os.environ.get("CHARRNN_VIZ_SCREENSHOT"):  # keep it, e.g. as a CI artifact
             shutil.copy(shot, os.environ["CHARRNN_VIZ_SCREENSHOT"])
+
+        # A record model's page: a record's end is scored as END.
+        records = tmp_path / "records.html"
+        made = invoke("viz", str(record_page), "--checkpoint", str(record_page.parent / "ck"), "-o", str(records),
+                      "--max-chars", "200")
+        assert made.exit_code == 0, made.output
+        open_page(browser, records)
+        assert browser.js("document.querySelectorAll('#text .ch').length") == 200
+        browser.click("#text .ch:nth-child(5)")  # the newline after "anna"
+        assert browser.js("document.getElementById('info-pos').textContent") == "newline, character 4"
+        guesses = browser.js("Array.from(document.querySelectorAll('#top5 .guess code'), c => c.textContent)")
+        assert len(guesses) == 5 and browser.js("document.getElementById('info-loss').textContent").startswith("loss")
+        assert browser.errors() == []
     finally:
         browser.close()
