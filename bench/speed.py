@@ -47,7 +47,7 @@ from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.runtime import PRECISIONS, autocast, pick_device, pick_precision, precision_label  # noqa: E402
 from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
 from charrnn.step import step_cell  # noqa: E402
-from charrnn.train import Trainer  # noqa: E402
+from charrnn.trainer import Trainer  # noqa: E402
 from charrnn.vocab import Vocabulary  # noqa: E402
 
 VOCAB = 65  # tiny-shakespeare's symbol count

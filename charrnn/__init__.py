@@ -9,8 +9,6 @@ use, so that `import charrnn`, and the CLI's --help and --version, stay fast and
 torch. Errors are charrnn's own: `CharrnnError` and its subclasses.
 """
 
-import sys
-import types
 import warnings
 
 from .errors import CharrnnError, CheckpointError, TrainingDiverged
@@ -23,11 +21,11 @@ __version__ = "0.1.0"
 __all__ = ["CharrnnError", "CheckpointError", "Model", "TrainResult", "TrainingDiverged", "__version__", "load",
            "train"]
 
-_LAZY = ("load", "Model", "TrainResult")  # and `train`: see _Package
+_LAZY = ("load", "train", "Model", "TrainResult")
 
 
 def __getattr__(name: str):
-    """`load`, `Model` and `TrainResult`, imported from charrnn.api (and torch) on first use (PEP 562)."""
+    """The Python API, imported from charrnn.api (and torch) on first use (PEP 562)."""
     if name in _LAZY:
         from . import api
 
@@ -37,37 +35,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """The package's module type, for `charrnn.train`.
-
-    `charrnn.train` is the API's function, but charrnn/train.py (the trainer) is a submodule of
-    the same name, and importing it sets the package attribute `train` to the module, which a
-    module `__getattr__` would never see past. A property on the module's type comes first:
-    it gives the function, and its setter lets the import system's assignment pass (the
-    submodule stays importable: `from charrnn.train import Trainer`).
-    """
-
-    @property
-    def train(self):
-        """charrnn.api.train (imported on first use)."""
-        override = self.__dict__.get("_train_override")
-        if override is not None:
-            return override
-        from .api import train
-
-        return train
-
-    @train.setter
-    def train(self, value) -> None:
-        if isinstance(value, types.ModuleType):
-            return  # the import system recording the submodule charrnn/train.py
-        self.__dict__["_train_override"] = value  # a test's monkeypatch, say
-
-    @train.deleter
-    def train(self) -> None:
-        self.__dict__.pop("_train_override", None)
-
-
-sys.modules[__name__].__class__ = _Package

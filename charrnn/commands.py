@@ -27,7 +27,7 @@ from .progress import TrainingProgress, count_bar, format_duration, log
 from .records import RecordData, Records, evaluate_records, record_hash, split_records
 from .runtime import pick_device, pick_precision, precision_label, seed_everything
 from .sample import Sampler, SamplingOptions
-from .train import Trainer, stop_on_signals
+from .trainer import Trainer, stop_on_signals
 from .vocab import Vocabulary, escape_chars
 from .writer import write_samples
 

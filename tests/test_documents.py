@@ -14,7 +14,7 @@ from charrnn.config import TrainConfig
 from charrnn.data import StreamBatcher, StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 from charrnn.vocab import Vocabulary
 
 from .conftest import TINY, make_corpus

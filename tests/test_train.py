@@ -9,7 +9,7 @@ from charrnn.data import StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 from charrnn.vocab import Vocabulary
 
 from .conftest import make_corpus
