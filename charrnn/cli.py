@@ -84,7 +84,7 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 precision_option = click.option(
     "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
     help="Matrix products in bf16 (autocast) or fp32; auto takes bf16 on GPUs and CPUs that multiply it "
-         "natively (AMX).")
+         "natively (AMX, AVX512-BF16).")
 
 
 def _threads_callback(ctx, param, value):

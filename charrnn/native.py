@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_path
-from .runtime import cpu_multiplies_bf16
+from .runtime import cpu_has_amx_bf16
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
@@ -89,7 +89,7 @@ def library() -> ctypes.CDLL | None:
 @functools.cache
 def amx_library() -> ctypes.CDLL | None:
     """lstm_amx.c's recurrence, on CPUs with AMX-BF16 whose kernel grants the tiles; else None."""
-    if not cpu_multiplies_bf16():
+    if not cpu_has_amx_bf16():
         if verbose():
             _report(AMX_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AMX-BF16")
         return None

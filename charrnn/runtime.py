@@ -51,8 +51,9 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `device` (None: full precision).
 
     'auto' takes bf16 where the hardware multiplies it natively: CUDA GPUs that support it,
-    and CPUs with AMX-BF16, where it trains faster at no measurable cost in validation loss
-    (see docs/experiments.md, "bf16 on the CPU"). Elsewhere bf16 is emulated, and slower.
+    and CPUs with AMX-BF16 or AVX512-BF16, where it trains faster and reached a lower
+    validation loss in the same time (see docs/experiments.md, "bf16 on the CPU"). Elsewhere
+    bf16 is emulated, and slower.
     """
     if name not in PRECISIONS:
         raise CharrnnError(f"unknown precision {name!r}")
@@ -69,9 +70,19 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def cpu_multiplies_bf16() -> bool:
-    """Whether this CPU has AMX-BF16 tiles (Intel Sapphire Rapids and later)."""
+    """Whether this CPU multiplies bf16 natively: AMX-BF16 tiles (Intel Sapphire Rapids and
+    later) or AVX512-BF16's dot products (AMD Zen 4 and later, Intel Cooper Lake)."""
+    return _cpu_has("amx_bf16") or _cpu_has("avx512_bf16")
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX-BF16 tiles, which charrnn/lstm_amx.c needs."""
+    return _cpu_has("amx_bf16")
+
+
+def _cpu_has(feature: str) -> bool:
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch: assume not
-    return bool(capabilities is not None and capabilities().get("amx_bf16"))
+    return bool(capabilities is not None and capabilities().get(feature))
 
 
 def precision_label(dtype: torch.dtype | None) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from charrnn import lstm_train, native
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.runtime import cpu_multiplies_bf16
+from charrnn.runtime import cpu_has_amx_bf16
 from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
@@ -237,13 +237,13 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
                            capture_output=True)
     if built.returncode != 0:
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
-    sources = [native.SOURCE] + ([native.AMX_SOURCE] if cpu_multiplies_bf16() else [])
+    sources = [native.SOURCE] + ([native.AMX_SOURCE] if cpu_has_amx_bf16() else [])
     for source in sources:
         errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "built.so"),
                                  str(source)], capture_output=True, text=True)
         assert errors.returncode == 0, errors.stderr
     assert native.library() is not None
-    if cpu_multiplies_bf16():
+    if cpu_has_amx_bf16():
         assert native.amx_library() is not None
 
 
@@ -369,7 +369,7 @@ def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, c
     assert "... (10 more lines)" in err
     assert native.amx_library() is None
     err = capsys.readouterr().err
-    if cpu_multiplies_bf16():
+    if cpu_has_amx_bf16():
         assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
     else:
         assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM): this CPU has no AMX-BF16" in err

@@ -41,6 +41,18 @@ def test_precision_labels_and_the_cpu_probe():
     assert isinstance(runtime.cpu_multiplies_bf16(), bool)
 
 
+@pytest.mark.parametrize("features, multiplies, amx", [
+    ({"amx_bf16": True, "avx512_bf16": True}, True, True),  # Intel Sapphire Rapids
+    ({"avx512_bf16": True}, True, False),  # AMD Zen 4: bf16 dot products, no tiles
+    ({"avx512_f": True}, False, False),  # AVX-512 without bf16: emulated
+    ({}, False, False),
+])
+def test_bf16_is_native_with_amx_or_avx512_bf16(monkeypatch, features, multiplies, amx):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
+    assert runtime.cpu_multiplies_bf16() == multiplies and runtime.cpu_has_amx_bf16() == amx
+    assert pick_precision("auto", CPU) == (torch.bfloat16 if multiplies else None)
+
+
 def test_autocast_runs_matrix_products_in_the_chosen_dtype():
     a = torch.randn(4, 4)
     with runtime.autocast(CPU, torch.bfloat16):
