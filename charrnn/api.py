@@ -20,9 +20,8 @@ from dataclasses import Field, dataclass, replace
 from pathlib import Path
 
 from . import checkpoint, commands
-from .cli import DEFAULT_CHECKPOINT_DIR
 from .commands import EvalJob, RecordDraws, SampleJob
-from .config import Bounds, ModelConfig, TrainConfig, TrainJob, option_fields, parse_duration
+from .config import DEFAULT_CHECKPOINT_DIR, Bounds, ModelConfig, TrainConfig, TrainJob, option_fields, parse_duration
 from .runtime import pick_device
 from .sample import SamplingOptions
 

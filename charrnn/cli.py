@@ -15,11 +15,10 @@ from pathlib import Path
 import click
 
 from . import __version__, config
-from .config import ModelConfig, TrainConfig, TrainJob, option_fields
+from .config import DEFAULT_CHECKPOINT_DIR, ModelConfig, TrainConfig, TrainJob, option_fields
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
-DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_DIR_ENV = "CHARRNN_CHECKPOINT_DIR"  # shared by every command, unlike auto env vars
 CACHE_DIR_ENV = "CHARRNN_CACHE_DIR"
 

@@ -16,6 +16,8 @@ from .errors import CharrnnError
 
 CELLS = ("lstm", "gru", "rnn")
 
+DEFAULT_CHECKPOINT_DIR = "checkpoints"  # every command's --checkpoint-dir, and the API's
+
 # Without any stop option, training runs this many epochs (char-rnn's default is 50,
 # over far smaller per-epoch step counts).
 DEFAULT_MAX_EPOCHS = 20.0
