@@ -364,7 +364,7 @@ def _feature_callback(ctx, param, values):
 
 @cli.command()
 @click.argument("text_path", metavar="[FILE|-]", required=False, type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_VIZ_CHECKPOINT",
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path(), help="Used when --checkpoint is not given.")
@@ -373,11 +373,12 @@ def _feature_callback(ctx, param, values):
 @click.option("--max-chars", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Show at most this many characters (of FILE, or of the sample).")
 @click.option("--feature", "features", multiple=True, metavar="NAME=REGEX", callback=_feature_callback,
+              envvar="CHARRNN_VIZ_FEATURE",
               help="Also rank units by how well they track the characters REGEX matches (repeatable).")
 @click.option("--gates", is_flag=True, help="Also show the gates (LSTM i f g o, GRU r z n): a larger page.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sample when no FILE is given.")
 @click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
-              help="Temperature of the sample when no FILE is given.")
+              envvar="CHARRNN_VIZ_TEMP", help="Temperature of the sample when no FILE is given.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report the page's size and build time.")
