@@ -24,7 +24,7 @@ from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, count_bar, format_duration, log
-from .records import RecordData, Records, evaluate_records, record_hash, split_records
+from .records import RecordData, evaluate_records, record_hash, records_of_corpus, split_records
 from .runtime import pick_device, pick_precision, precision_label, seed_everything
 from .sample import Sampler, SamplingOptions
 from .trainer import Trainer, stop_on_signals
@@ -117,7 +117,7 @@ def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCor
         if world.distributed:
             raise CharrnnError("--records trains in one process; start it without torchrun")
         name = "<stdin>" if job.corpus == ("-",) else ", ".join(job.corpus)
-        records = _records_of(corpus, config.record_sep, name, keep_chars=resumed)
+        records = records_of_corpus(corpus, config.record_sep, name, keep_chars=resumed)
         data = RecordData(records, config.val_frac, config.batch_size * config.seq_len, config.seed,
                           config.record_sep)
         return data, records.vocab
@@ -128,21 +128,6 @@ def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCor
     data = StreamData(train_tokens, val_tokens, config.batch_size, config.seq_len, config.seed,
                       world.rows(config.batch_size), doc_starts=corpus.doc_starts)
     return data, corpus.vocab
-
-
-def _records_of(corpus: tokens.EncodedCorpus, separator: str, name: str, keep_chars: Vocabulary | None) -> Records:
-    """The corpus's records; of several files, every file's in order (a file's end also ends
-    a record), in one vocabulary: the union of theirs, or `keep_chars`."""
-    if corpus.doc_starts is None:
-        return split_records(corpus.tokens, corpus.vocab, separator, name, keep_chars=keep_chars)
-    bounds = corpus.doc_starts.tolist() + [len(corpus)]
-    parts = [split_records(corpus.tokens[a:b], corpus.vocab, separator, doc, keep_chars=keep_chars)
-             for doc, a, b in zip(corpus.documents, bounds, bounds[1:])]
-    vocab = keep_chars or Vocabulary({c for p in parts for c in p.vocab.chars}, marker=True)
-    ids = [torch.tensor([vocab.index[c] for c in p.vocab.chars], dtype=torch.int64)[p.ids] for p in parts]
-    offsets = torch.zeros(sum(len(p) for p in parts) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cat([p.lengths for p in parts]).cumsum(0)
-    return Records(torch.cat(ids), offsets, vocab)
 
 
 def _train(job: TrainJob, world: distributed.World, device: torch.device, precision: torch.dtype | None) -> int:

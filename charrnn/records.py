@@ -26,7 +26,7 @@ from .errors import CharrnnError
 from .evaluate import EvalResult
 from .model import CharRNN
 from .runtime import autocast
-from .tokens import as_ids
+from .tokens import EncodedCorpus, as_ids
 from .vocab import Vocabulary, escape_chars
 
 MAX_RECORD_CHARS = 10_000  # longer is more likely a wrong --record-sep than a record
@@ -115,6 +115,22 @@ def split_records(tokens: torch.Tensor, vocab: Vocabulary, separator: str, name:
                            f"{escape_chars(unknown, limit=20)}")
     mapping = torch.tensor([target.index.get(c, -1) for c in vocab.chars], dtype=torch.int64)
     return Records(mapping[ids], offsets, target)
+
+
+def records_of_corpus(corpus: EncodedCorpus, separator: str, name: str,
+                      keep_chars: Vocabulary | None = None) -> Records:
+    """The corpus's records; of several files, every file's in order (a file's end also ends
+    a record), in one vocabulary: the union of theirs, or `keep_chars`."""
+    if corpus.doc_starts is None:
+        return split_records(corpus.tokens, corpus.vocab, separator, name, keep_chars=keep_chars)
+    bounds = corpus.doc_starts.tolist() + [len(corpus)]
+    parts = [split_records(corpus.tokens[a:b], corpus.vocab, separator, doc, keep_chars=keep_chars)
+             for doc, a, b in zip(corpus.documents, bounds, bounds[1:])]
+    vocab = keep_chars or Vocabulary({c for p in parts for c in p.vocab.chars}, marker=True)
+    ids = [torch.tensor([vocab.index[c] for c in p.vocab.chars], dtype=torch.int64)[p.ids] for p in parts]
+    offsets = torch.zeros(sum(len(p) for p in parts) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cat([p.lengths for p in parts]).cumsum(0)
+    return Records(torch.cat(ids), offsets, vocab)
 
 
 def _line_of(tokens: torch.Tensor, vocab: Vocabulary, position: int) -> int:

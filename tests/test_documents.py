@@ -8,12 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import commands, native, tokens
+from charrnn import native, tokens
 from charrnn.cli import cli
 from charrnn.config import TrainConfig
 from charrnn.data import StreamBatcher, StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.records import records_of_corpus
 from charrnn.trainer import Trainer
 from charrnn.vocab import Vocabulary
 
@@ -295,15 +296,15 @@ def test_records_of_every_file_a_files_end_ending_a_record(tmp_path):
     write(d / "a.txt", "anna\nbob\ncarl")  # no final newline: the file's end ends "carl"
     write(d / "b.txt", "dave\n\neve\n")
     corpus = tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
-    records = commands._records_of(corpus, "\n", str(d), keep_chars=None)
+    records = records_of_corpus(corpus, "\n", str(d), keep_chars=None)
     assert records.texts() == ["anna", "bob", "carl", "dave", "eve"]
     assert "\n" not in records.vocab and records.vocab.marker_id == len(records.vocab.chars)
-    resumed = commands._records_of(corpus, "\n", str(d), keep_chars=Vocabulary("abcdelnorvxyz", marker=True))
+    resumed = records_of_corpus(corpus, "\n", str(d), keep_chars=Vocabulary("abcdelnorvxyz", marker=True))
     assert resumed.texts() == records.texts()
     write(d / "c.txt", "x" * 20_000)
     long = tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     with pytest.raises(CharrnnError, match=r"c\.txt: the record starting on line 1"):
-        commands._records_of(long, "\n", str(d), keep_chars=None)
+        records_of_corpus(long, "\n", str(d), keep_chars=None)
 
 
 def test_train_records_over_two_files_through_the_cli(tmp_path):
