@@ -1,5 +1,6 @@
-"""Training a stacked LSTM in bf16 on a CPU with AMX: the recurrence in C on the matrix tiles,
-everything else as whole-window products.
+"""Training a stacked LSTM in bf16 on a CPU with AMX or AVX512-BF16: the recurrence in C on the
+matrix tiles (lstm_amx.c) or on vector dot products (lstm_avx512.c), everything else as
+whole-window products.
 
 `nn.LSTM` on a CPU runs oneDNN's fused LSTM, which in bf16 reaches a small part of the rate
 that AMX tiles give to large products, and whose backward pass is slower than its forward
@@ -13,16 +14,26 @@ wait for the previous time step, so each layer here:
   character in the kernel, which spares it three of those products (see docs/experiments.md,
   "First-layer lookup");
 - runs the recurrence itself, forward or backward, in one call to lstm_amx.c: per time step
-  a few tile instructions per block of 16 units and the gate arithmetic beside them.
+  a few tile instructions per block of 16 units and the gate arithmetic beside them. Without
+  AMX, lstm_avx512.c does the same with `vdpbf16ps` in place of the tiles (same arguments,
+  same packed weights); `kernel()` says which library a call takes.
 
 The products are bf16 with fp32 accumulation, as `nn.LSTM`'s are under bf16 autocast; the
 cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). model.py uses it
-for training under bf16 autocast on a CPU when the library can be had and the shapes fit the
+for training under bf16 autocast on a CPU when a library can be had and the shapes fit the
 tiles (batch a multiple of 16, hidden of 32); everything else runs `nn.LSTM`, and the tests
-hold the two together.
+hold them together.
+
+CHARRNN_LSTM_KERNEL chooses the library: `auto` (the default) takes lstm_amx.c where it can be
+had, else lstm_avx512.c if AUTO_TAKES_AVX512; `amx` and `avx512` only that one (nn.LSTM where it
+cannot be had); `off`, nn.LSTM. Any other value reads as `auto`.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -34,14 +45,37 @@ State = tuple[torch.Tensor, torch.Tensor]
 # lstm_amx.c's tile constants, which native.py checks against the library's when it loads it:
 UNIT_BLOCK = 16  # hidden units a thread takes at a time, and columns of a packed block of W
 BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per tile
-OUT_OF_MEMORY, UNSUPPORTED_SHAPE = -1, -2  # lstm_amx.c's return codes besides 0
+OUT_OF_MEMORY, UNSUPPORTED_SHAPE = -1, -2  # the kernels' return codes besides 0
+KERNEL_ENV = "CHARRNN_LSTM_KERNEL"  # auto, amx, avx512 or off; see the module docstring
+AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_avx512.c where AMX cannot be had
+
+
+class Kernel(NamedTuple):
+    """A training library's two entry points (lstm_amx.c's arguments, in both libraries)."""
+
+    source: str
+    forward: Callable[..., int]
+    backward: Callable[..., int]
+
+
+def kernel() -> Kernel | None:
+    """The recurrence a training step takes now (CHARRNN_LSTM_KERNEL), or None for nn.LSTM."""
+    choice = os.environ.get(KERNEL_ENV, "auto").strip().lower()
+    if choice == "off":
+        return None
+    if choice != "avx512" and (lib := native.amx_library()) is not None:
+        return Kernel("lstm_amx.c", lib.charrnn_amx_lstm_forward, lib.charrnn_amx_lstm_backward)
+    if choice == "avx512" or (choice != "amx" and AUTO_TAKES_AVX512):
+        if (lib := native.avx512_library()) is not None:
+            return Kernel("lstm_avx512.c", lib.charrnn_avx512_lstm_forward, lib.charrnn_avx512_lstm_backward)
+    return None
 
 
 def usable(batch: int, hidden: int, device_type: str) -> bool:
     """Whether a step of this shape, in the current autocast state, can train here."""
     return (device_type == "cpu" and _cpu_autocasts_to_bf16()
             and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
-            and native.amx_library() is not None)
+            and kernel() is not None)
 
 
 def _cpu_autocasts_to_bf16() -> bool:
@@ -109,16 +143,16 @@ def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     return ids.to(torch.int64).contiguous()
 
 
-def _check(code: int, steps: int, batch: int, hidden: int) -> None:
-    """Raises for a kernel's return code other than 0."""
+def _check(code: int, steps: int, batch: int, hidden: int, source: str = "lstm_amx.c") -> None:
+    """Raises for a return code other than 0 of `source`'s kernel."""
     if code == UNSUPPORTED_SHAPE:
-        raise ValueError(f"lstm_amx.c cannot run {steps} steps of batch {batch}, hidden {hidden}: it needs at "
+        raise ValueError(f"{source} cannot run {steps} steps of batch {batch}, hidden {hidden}: it needs at "
                          f"least one step, batch a multiple of {BATCH_MULTIPLE} and hidden a multiple of "
                          f"{HIDDEN_MULTIPLE}")
     if code == OUT_OF_MEMORY:
-        raise MemoryError("lstm_amx.c could not allocate its buffers")
+        raise MemoryError(f"{source} could not allocate its buffers")
     if code != 0:
-        raise RuntimeError(f"lstm_amx.c returned {code}, which charrnn does not know")
+        raise RuntimeError(f"{source} returned {code}, which charrnn does not know")
 
 
 def _ids_address(ids: torch.Tensor | None) -> int | None:
@@ -127,12 +161,13 @@ def _ids_address(ids: torch.Tensor | None) -> int | None:
 
 def _address(tensor: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> int:
     if tensor.dtype != dtype or not tensor.is_contiguous():
-        raise ValueError(f"lstm_amx.c needs a contiguous {dtype} tensor, not a {tensor.dtype} one")
+        raise ValueError(f"the recurrence kernel needs a contiguous {dtype} tensor, not a {tensor.dtype} one")
     return tensor.data_ptr()
 
 
 class _LSTMLayer(torch.autograd.Function):
-    """One layer over a window; see the module docstring and lstm_amx.c."""
+    """One layer over a window; see the module docstring and lstm_amx.c. Forward's library
+    (`kernel()`) also runs its backward pass."""
 
     @staticmethod
     def forward(ctx, x_gates: torch.Tensor, ids: torch.Tensor | None, w_hh: torch.Tensor, b_ih: torch.Tensor,
@@ -141,6 +176,9 @@ class _LSTMLayer(torch.autograd.Function):
         [time, batch] int64 the table of projections they index; h0, c0 [batch, hidden] fp32.
         Returns h [time, batch, hidden] bf16, and the last h and c in fp32."""
         ctx.set_materialize_grads(False)
+        ctx.kernel = kernel()
+        if ctx.kernel is None:
+            raise RuntimeError("no recurrence library here: lstm_train.usable() is False, so nn.LSTM must run")
         steps, batch = (ids if ids is not None else x_gates).shape[:2]
         hidden = w_hh.size(1)
         w_hh = w_hh.to(torch.bfloat16)
@@ -151,11 +189,11 @@ class _LSTMLayer(torch.autograd.Function):
         h = x_gates.new_empty((steps, batch, hidden))
         h0_bf16, c0 = h0.to(torch.bfloat16).contiguous(), c0.float().contiguous()
         w_packed = _pack(w_hh.t())
-        code = native.amx_library().charrnn_amx_lstm_forward(
+        code = ctx.kernel.forward(
             steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), _address(x_gates), _ids_address(ids),
             _address(w_packed), _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32),
             acts.data_ptr(), c.data_ptr(), h.data_ptr())
-        _check(code, steps, batch, hidden)
+        _check(code, steps, batch, hidden, ctx.kernel.source)
         ctx.table_shape = x_gates.shape if ids is not None else None
         ctx.save_for_backward(ids, w_hh, acts, c, h, h0_bf16, c0)
         return h, h[-1].float(), c[-1].clone()
@@ -173,12 +211,12 @@ class _LSTMLayer(torch.autograd.Function):
         grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
         grad_table = c.new_zeros(ctx.table_shape) if ids is not None else None  # likewise, by symbol
         w_packed = _pack(w_hh)
-        code = native.amx_library().charrnn_amx_lstm_backward(
+        code = ctx.kernel.backward(
             steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), acts.data_ptr(), c.data_ptr(),
             _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
             _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(), _ids_address(ids),
             grad_table.data_ptr() if grad_table is not None else None)
-        _check(code, steps, batch, hidden)
+        _check(code, steps, batch, hidden, ctx.kernel.source)
         grad_x = grad_table.to(torch.bfloat16) if ids is not None else d_gates
         grad_w_hh = None
         if ctx.needs_input_grad[2]:

@@ -1,5 +1,6 @@
-"""LSTM arithmetic in C, compiled on first use: the sampler's step (lstm_step.c) and, on
-CPUs with AMX, the recurrence of a training step (lstm_amx.c; see charrnn.lstm_train).
+"""LSTM arithmetic in C, compiled on first use: the sampler's step (lstm_step.c) and the
+recurrence of a bf16 training step (see charrnn.lstm_train) on CPUs with AMX (lstm_amx.c) or
+with AVX512-BF16 and no AMX (lstm_avx512.c, the same design on vector dot products).
 
 Stepping one stream through eager PyTorch costs about fifteen tensor operations per
 character, each with its own set-up, on top of reading the weights; the C step does the
@@ -12,11 +13,11 @@ A library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and
 the user's cache folder under a name that hashes the source and lstm_math.h, the compiler,
 its flags and the CPU, so a changed file or another machine sharing the folder gets its own
 build. When it loads, the library reports its struct layout and block constants
-(`charrnn_step_abi`, `charrnn_amx_abi`) and they are compared with the ones this module and
+(`charrnn_step_abi`, `charrnn_amx_abi`, `charrnn_avx512_abi`) and they are compared with the ones this module and
 lstm_train.py use. Anything that goes wrong (no compiler, no OpenMP, an unwritable cache, a
 mismatched constant) leaves `library()` returning None and the sampler on the eager step,
-which gives the same distribution; and `amx_library()` None and training on `nn.LSTM`, which
-computes the same function. `CHARRNN_NATIVE=0` turns both off; `CHARRNN_NATIVE=verbose`
+which gives the same distribution; and `amx_library()` or `avx512_library()` None and training
+on `nn.LSTM`, which computes the same function. `CHARRNN_NATIVE=0` turns them all off; `CHARRNN_NATIVE=verbose`
 says on stderr why a library could not be had (silent otherwise).
 """
 
@@ -37,14 +38,15 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_path
-from .runtime import cpu_has_amx_bf16
+from .runtime import _cpu_has, cpu_has_amx_bf16
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
-HEADERS = (Path(__file__).with_name("lstm_math.h"),)  # included by both sources
+AVX512_SOURCE = Path(__file__).with_name("lstm_avx512.c")
+HEADERS = (Path(__file__).with_name("lstm_math.h"),)  # included by every source
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
 # Raised with the C files' ABI_VERSION whenever a function's arguments change.
-STEP_ABI_VERSION, AMX_ABI_VERSION = 1, 1
+STEP_ABI_VERSION, AMX_ABI_VERSION, AVX512_ABI_VERSION = 1, 1, 1
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC")
@@ -94,6 +96,17 @@ def amx_library() -> ctypes.CDLL | None:
             _report(AMX_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AMX-BF16")
         return None
     return _load(AMX_SOURCE, _bind_amx, "bf16 training takes nn.LSTM")
+
+
+@functools.cache
+def avx512_library() -> ctypes.CDLL | None:
+    """lstm_avx512.c's recurrence (lstm_amx.c's, on AVX512-BF16 dot products), on CPUs with
+    AVX512-BF16; else None. lstm_train.py prefers amx_library() where both can be had."""
+    if not _cpu_has("avx512_bf16"):
+        if verbose():
+            _report(AVX512_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AVX512-BF16")
+        return None
+    return _load(AVX512_SOURCE, _bind_avx512, "bf16 training takes nn.LSTM")
 
 
 def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL], fallback: str) -> ctypes.CDLL | None:
@@ -215,20 +228,33 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
+def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int) -> None:
+    """Checks and types a training library's ABI function and two kernels, named `prefix`_abi,
+    `prefix`_lstm_forward and `prefix`_lstm_backward (lstm_amx.c and lstm_avx512.c alike)."""
     from . import lstm_train  # which imports this module
 
-    _check_abi(lib, "charrnn_amx_abi", {"version": AMX_ABI_VERSION, "block": lstm_train.UNIT_BLOCK,
-                                        "batch_multiple": lstm_train.BATCH_MULTIPLE,
-                                        "hidden_multiple": lstm_train.HIDDEN_MULTIPLE})
+    _check_abi(lib, f"{prefix}_abi", {"version": version, "block": lstm_train.UNIT_BLOCK,
+                                      "batch_multiple": lstm_train.BATCH_MULTIPLE,
+                                      "hidden_multiple": lstm_train.HIDDEN_MULTIPLE})
+    # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
+    forward = getattr(lib, f"{prefix}_lstm_forward")
+    forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
+    forward.restype = ctypes.c_int  # 0, or one of lstm_train's error codes
+    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias, ids, d_table)
+    backward = getattr(lib, f"{prefix}_lstm_backward")
+    backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 11
+    backward.restype = ctypes.c_int
+
+
+def _bind_avx512(lib: ctypes.CDLL) -> ctypes.CDLL:
+    _bind_recurrence(lib, "charrnn_avx512", AVX512_ABI_VERSION)
+    return lib
+
+
+def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
+    _bind_recurrence(lib, "charrnn_amx", AMX_ABI_VERSION)
     lib.charrnn_amx_init.argtypes = []
     lib.charrnn_amx_init.restype = ctypes.c_int
-    # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
-    lib.charrnn_amx_lstm_forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
-    lib.charrnn_amx_lstm_forward.restype = ctypes.c_int  # 0, or one of lstm_train's error codes
-    # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias, ids, d_table)
-    lib.charrnn_amx_lstm_backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 11
-    lib.charrnn_amx_lstm_backward.restype = ctypes.c_int
     if lib.charrnn_amx_init() != 0:
         raise Unusable("the kernel did not grant this process the AMX tile state")
     return lib

@@ -1,5 +1,7 @@
-"""The CPU training fast paths: the AMX recurrence (charrnn/lstm_amx.c through lstm_train.py)
-against nn.LSTM, and the cheap dropout mask (charrnn/dropout.py)."""
+"""The CPU training fast paths: the recurrence kernels (charrnn/lstm_amx.c on AMX tiles and
+charrnn/lstm_avx512.c on AVX512-BF16 dot products, through lstm_train.py) against nn.LSTM, and
+the cheap dropout mask (charrnn/dropout.py). Each kernel test runs once per kernel, forced with
+CHARRNN_LSTM_KERNEL, and skips where that kernel's library cannot be had."""
 
 import pytest
 import torch
@@ -11,13 +13,21 @@ from charrnn.model import CharRNN, ModelConfig, loss_fn
 
 from .conftest import torch_threads
 
-NO_AMX = "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c"
+NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c",
+              "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_avx512.c"}
+LIBRARY = {"amx": native.amx_library, "avx512": native.avx512_library}
+SOURCE = {"amx": "lstm_amx.c", "avx512": "lstm_avx512.c"}
 
 
-@pytest.fixture
-def amx():
-    if native.amx_library() is None:
-        pytest.skip(NO_AMX)
+@pytest.fixture(params=["amx", "avx512"])
+def kernel(request, monkeypatch):
+    """Each kernel in turn, forced with CHARRNN_LSTM_KERNEL; its library, or a skip."""
+    lib = LIBRARY[request.param]()
+    if lib is None:
+        pytest.skip(NO_LIBRARY[request.param])
+    monkeypatch.setenv(lstm_train.KERNEL_ENV, request.param)
+    assert lstm_train.kernel().source == SOURCE[request.param]
+    return request.param
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,7 +56,7 @@ def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: bool):
 # (80 rows = 4 + 1 tiles); hidden blocks that split unevenly between threads.
 @pytest.mark.parametrize("layers,batch,hidden,inputs,thread_count", [
     (1, 16, 32, 32, 1), (2, 80, 64, 48, 2), (2, 32, 96, 96, 3), (3, 16, 64, 64, 2)])
-def test_amx_layers_compute_what_nn_lstm_computes(amx, layers, batch, hidden, inputs, thread_count):
+def test_the_kernels_compute_what_nn_lstm_computes(kernel, layers, batch, hidden, inputs, thread_count):
     """Outputs, final states and every gradient agree with fp32 nn.LSTM to bf16's rounding
     (the products are bf16, as under autocast), over a window long enough to compound it."""
     torch.manual_seed(0)
@@ -62,7 +72,7 @@ def test_amx_layers_compute_what_nn_lstm_computes(amx, layers, batch, hidden, in
         assert relative_error(got[3][name], grad) < 0.02, name
 
 
-def test_amx_results_do_not_depend_on_the_thread_count(amx):
+def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
     """Threads split the hidden units, never a sum: any count gives the same bits."""
     torch.manual_seed(1)
     core = nn.LSTM(64, 64, 2)
@@ -83,22 +93,22 @@ def test_amx_results_do_not_depend_on_the_thread_count(amx):
 @pytest.mark.parametrize("steps,batch,hidden,threads", [
     (0, 16, 32, 1), (-1, 16, 32, 1), (4, 8, 32, 1), (4, 24, 32, 1), (4, 0, 32, 1), (4, -16, 32, 1),
     (4, 16, 48, 1), (4, 16, 16, 1), (4, 16, 0, 1), (4, 16, -32, 1), (4, 16, 2 ** 30, 1), (4, 16, 32, 0)])
-def test_the_kernels_refuse_shapes_they_cannot_run(amx, steps, batch, hidden, threads):
+def test_the_kernels_refuse_shapes_they_cannot_run(kernel, steps, batch, hidden, threads):
     """Called through ctypes with such a shape, both kernels return their shape error before
     touching a buffer (all NULL here)."""
-    lib = native.amx_library()
-    assert lib.charrnn_amx_lstm_forward(steps, batch, hidden, threads, *[None] * 9) == lstm_train.UNSUPPORTED_SHAPE
-    assert lib.charrnn_amx_lstm_backward(steps, batch, hidden, threads, *[None] * 11) == lstm_train.UNSUPPORTED_SHAPE
+    chosen = lstm_train.kernel()
+    assert chosen.forward(steps, batch, hidden, threads, *[None] * 9) == lstm_train.UNSUPPORTED_SHAPE
+    assert chosen.backward(steps, batch, hidden, threads, *[None] * 11) == lstm_train.UNSUPPORTED_SHAPE
 
 
 @pytest.mark.parametrize("steps,batch,hidden,message", [
     (4, 8, 32, "cannot run 4 steps of batch 8, hidden 32: it needs at least one step, batch a multiple of 16 and "
                "hidden a multiple of 32"),
-    (0, 16, 32, "cannot run 0 steps of batch 16"), (4, 16, 48, "hidden 48")])
-def test_a_shape_the_kernel_refuses_is_a_clear_error(amx, steps, batch, hidden, message):
+    (0, 16, 32, "cannot run 0 steps of batch 16"), (4, 16, 48, "cannot run 4 steps of batch 16, hidden 48")])
+def test_a_shape_the_kernel_refuses_is_a_clear_error(kernel, steps, batch, hidden, message):
     x_gates = torch.zeros(steps, batch, 4 * hidden, dtype=torch.bfloat16)
     w_hh, bias, state = torch.zeros(4 * hidden, hidden), torch.zeros(4 * hidden), torch.zeros(batch, hidden)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"{SOURCE[kernel]} {message}"):
         lstm_train._LSTMLayer.apply(x_gates, None, w_hh, bias, bias, state, state)
 
 
@@ -110,11 +120,13 @@ def test_each_kernel_error_code_has_its_own_error():
         lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32)
     with pytest.raises(RuntimeError, match="returned -7"):
         lstm_train._check(-7, 4, 16, 32)
+    with pytest.raises(MemoryError, match="lstm_avx512.c could not allocate"):
+        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32, "lstm_avx512.c")
 
 
-def test_amx_layers_pass_nan_and_infinity_on_as_nn_lstm_does(amx):
+def test_the_kernels_pass_nan_and_infinity_on_as_nn_lstm_does(kernel):
     """A NaN input makes its row NaN from that step on, and an infinite one saturates the gates
-    (finite results), on the AMX path as in nn.LSTM."""
+    (finite results), on the kernel's path as in nn.LSTM."""
     torch.manual_seed(2)
     core = nn.LSTM(32, 32, 1)
     x = torch.randn(6, 16, 32)
@@ -131,8 +143,8 @@ def test_amx_layers_pass_nan_and_infinity_on_as_nn_lstm_does(amx):
     assert (got[finite] - want[finite]).abs().max().item() < 0.02
 
 
-def test_the_model_trains_through_amx_only_where_it_fits(amx):
-    """bf16 training on the CPU takes the AMX path when the shapes fit the tiles; other
+def test_the_model_trains_through_the_kernel_only_where_it_fits(kernel):
+    """bf16 training on the CPU takes the kernel's path when the shapes fit the tiles; other
     shapes, fp32, evaluation and inference fall back to nn.LSTM; both give the same loss."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
@@ -152,16 +164,19 @@ def test_the_model_trains_through_amx_only_where_it_fits(amx):
     assert abs(by_hand.item() - fused.item()) < 0.01
 
 
-def test_the_models_gradients_on_the_amx_path_match_fp32(amx):
+@pytest.mark.parametrize("layers,weight_drop", [(2, 0.0), (3, 0.5)])
+def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, layers, weight_drop):
     """The first layer looks its inputs' projections up by id (lstm_train.input_table), and the
     kernel sums their gradient by symbol: every parameter's gradient, the embedding's and the
-    first input weights' included, agrees with the fp32 model through nn.LSTM."""
+    first input weights' included, agrees with the fp32 model through nn.LSTM; with weight drop
+    too (the same seed draws the same masks on both paths), through the mask to the parameters."""
     torch.manual_seed(2)
-    model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
+    model = CharRNN(ModelConfig(40, layers=layers, hidden=64, dropout=0.0, weight_drop=weight_drop))
     ids = torch.randint(0, 40, (32, 30))
     grads = {}
     for by_hand in (True, False):
         model.zero_grad()
+        torch.manual_seed(3)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=by_hand):
             assert model.uses_amx_kernel(ids) == by_hand
             loss = loss_fn(model(ids[:, :-1])[0], ids[:, 1:])
@@ -175,7 +190,7 @@ def test_the_models_gradients_on_the_amx_path_match_fp32(amx):
         model(ids % 40 + 40 * (ids == 0))
 
 
-def test_weight_drop_reaches_the_recurrent_weights_on_the_amx_path(amx):
+def test_weight_drop_reaches_the_recurrent_weights_on_the_kernel_path(kernel):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5))
     ids = torch.randint(0, 40, (16, 20))

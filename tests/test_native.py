@@ -15,7 +15,7 @@ import torch
 
 from charrnn import lstm_train, native
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.runtime import cpu_has_amx_bf16
+from charrnn.runtime import _cpu_has, cpu_has_amx_bf16
 from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
@@ -23,6 +23,12 @@ from charrnn.vocab import Vocabulary
 from .conftest import assert_step_matches_fused
 
 NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
+LIBRARIES = (native.library, native.amx_library, native.avx512_library)  # each memoized
+
+
+def clear_libraries():
+    for load in LIBRARIES:
+        load.cache_clear()
 
 
 @pytest.fixture
@@ -37,14 +43,12 @@ def library():
 
 @pytest.fixture
 def fresh_library(tmp_path, monkeypatch):
-    """library() and amx_library() with their memos cleared and an empty cache folder; the
-    memos are cleared again after."""
+    """library(), amx_library() and avx512_library() with their memos cleared and an empty
+    cache folder; the memos are cleared again after."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    native.library.cache_clear()
-    native.amx_library.cache_clear()
+    clear_libraries()
     yield tmp_path / "cache" / "charrnn"
-    native.library.cache_clear()
-    native.amx_library.cache_clear()
+    clear_libraries()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -225,7 +229,8 @@ def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
 
 
 def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, tmp_path):
-    """A mistake in lstm_step.c (or lstm_amx.c, on a CPU with AMX) must fail here, not turn
+    """A mistake in lstm_step.c (or lstm_amx.c on a CPU with AMX, lstm_avx512.c on one with
+    AVX512-BF16) must fail here, not turn
     the C code's tests into skips: if the compiler builds a trivial OpenMP library with the
     same flags, it must build ours."""
     compiler = shutil.which(os.environ.get("CC") or "cc")
@@ -237,7 +242,8 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
                            capture_output=True)
     if built.returncode != 0:
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
-    sources = [native.SOURCE] + ([native.AMX_SOURCE] if cpu_has_amx_bf16() else [])
+    sources = ([native.SOURCE] + ([native.AMX_SOURCE] if cpu_has_amx_bf16() else [])
+               + ([native.AVX512_SOURCE] if _cpu_has("avx512_bf16") else []))
     for source in sources:
         errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "built.so"),
                                  str(source)], capture_output=True, text=True)
@@ -245,6 +251,8 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
     assert native.library() is not None
     if cpu_has_amx_bf16():
         assert native.amx_library() is not None
+    if _cpu_has("avx512_bf16"):
+        assert native.avx512_library() is not None
 
 
 def test_every_c_file_native_builds_is_installed_with_the_package():
@@ -253,7 +261,7 @@ def test_every_c_file_native_builds_is_installed_with_the_package():
     parser = configparser.ConfigParser()
     parser.read(Path(native.__file__).parents[1] / "setup.cfg")
     patterns = [p.strip() for p in parser["options.package_data"]["charrnn"].split(",")]
-    for path in (native.SOURCE, native.AMX_SOURCE, *native.HEADERS):
+    for path in (native.SOURCE, native.AMX_SOURCE, native.AVX512_SOURCE, *native.HEADERS):
         assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
 
@@ -264,6 +272,7 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
     monkeypatch.setenv("CC", compiler)
     assert native.library() is None
     assert native.amx_library() is None
+    assert native.avx512_library() is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not CharRNN(ModelConfig(vocab_size=5, hidden=32)).train().uses_amx_kernel(torch.zeros(16, 4))
     model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
@@ -275,13 +284,11 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
 
 @pytest.fixture
 def rebound():
-    """library() and amx_library() bound again (from the session's cache) in the test, and
-    once more after it."""
-    native.library.cache_clear()
-    native.amx_library.cache_clear()
+    """library(), amx_library() and avx512_library() bound again (from the session's cache) in
+    the test, and once more after it."""
+    clear_libraries()
     yield
-    native.library.cache_clear()
-    native.amx_library.cache_clear()
+    clear_libraries()
 
 
 def test_the_libraries_report_the_layout_and_constants_python_uses(library):
@@ -297,6 +304,12 @@ def test_the_libraries_report_the_layout_and_constants_python_uses(library):
         assert [amx.charrnn_amx_abi(name) for name in (b"version", b"block", b"batch_multiple", b"hidden_multiple",
                                                        b"no such constant")] == [
             native.AMX_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE, -1]
+    avx512 = native.avx512_library()
+    if avx512 is not None:
+        assert [avx512.charrnn_avx512_abi(name) for name in (b"version", b"block", b"batch_multiple",
+                                                             b"hidden_multiple", b"no such constant")] == [
+            native.AVX512_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE,
+            -1]
 
 
 class ReorderedStruct(ctypes.Structure):
@@ -335,17 +348,21 @@ def test_a_step_library_that_disagrees_with_python_is_not_used(library, rebound,
     assert reported in err
 
 
-def test_an_amx_library_that_disagrees_with_lstm_train_is_not_used(rebound, monkeypatch, capsys):
-    if native.amx_library() is None:
-        pytest.skip("needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c")
-    native.amx_library.cache_clear()
+@pytest.mark.parametrize("kind", ["amx", "avx512"])
+def test_a_training_library_that_disagrees_with_lstm_train_is_not_used(rebound, monkeypatch, capsys, kind):
+    load = {"amx": native.amx_library, "avx512": native.avx512_library}[kind]
+    source = {"amx": "lstm_amx.c", "avx512": "lstm_avx512.c"}[kind]
+    if load() is None:
+        pytest.skip(f"needs a CPU with {kind.upper()}-BF16 and a C compiler to build charrnn/{source}")
+    clear_libraries()
     monkeypatch.setattr(lstm_train, "HIDDEN_MULTIPLE", 64)
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")
-    assert native.amx_library() is None
+    monkeypatch.setenv(lstm_train.KERNEL_ENV, kind)
+    assert load() is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not lstm_train.usable(16, 64, "cpu")
     err = capsys.readouterr().err
-    assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM)" in err
+    assert f"cannot use {source} (bf16 training takes nn.LSTM)" in err
     assert "hidden_multiple 32 (expected 64)" in err
 
 
@@ -373,6 +390,12 @@ def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, c
         assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
     else:
         assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM): this CPU has no AMX-BF16" in err
+    assert native.avx512_library() is None
+    err = capsys.readouterr().err
+    if _cpu_has("avx512_bf16"):
+        assert "cannot use lstm_avx512.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
+    else:
+        assert "cannot use lstm_avx512.c (bf16 training takes nn.LSTM): this CPU has no AVX512-BF16" in err
 
 
 def test_verbose_says_when_there_is_no_compiler(fresh_library, monkeypatch, capsys):
@@ -391,6 +414,7 @@ def test_a_failed_build_is_silent_unless_verbose(fresh_library, tmp_path, monkey
         monkeypatch.setenv(native.ENABLE_ENV, setting)
     assert native.library() is None
     assert native.amx_library() is None
+    assert native.avx512_library() is None
     assert capfd.readouterr() == ("", "")
 
 
