@@ -3,7 +3,7 @@
 The lookup table is the one-hot input encoding written cheaply: a one-hot vector times
 a weight matrix selects one column, which is what `nn.Embedding` does. The core is the
 fused `nn.LSTM`/`nn.GRU`/`nn.RNN` (cuDNN on a GPU) for training and evaluation, except that
-an LSTM trains in bf16 on a CPU with AMX through lstm_train.py (faster there, same
+an LSTM trains in bf16 on a CPU with AMX or AVX512-BF16 through lstm_train.py (faster there, same
 function); generation steps the same weights one character at a time (step.py).
 """
 

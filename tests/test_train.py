@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from charrnn import checkpoint, lstm_train, native
+from charrnn import checkpoint, lstm_train
 from charrnn.config import TrainConfig, merge_resume_options
 from charrnn.data import StreamData, split_for_training
 from charrnn.errors import CharrnnError
@@ -159,11 +159,11 @@ def test_time_budget_drives_the_schedule(tmp_path):
 def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     """bf16 autocast on the CPU (what `auto` picks on AMX CPUs) learns like fp32, scores
     within bf16's rounding of fp32, and leaves checkpoints that resume in either precision.
-    The shapes fit lstm_amx.c's tiles, so on an AMX CPU this trains through it."""
+    The shapes fit the C recurrence's blocks, so on an AMX or AVX512-BF16 CPU this trains through it."""
     trainer = make_trainer(tmp_path, precision=torch.bfloat16, max_steps=160, eval_every=40, batch_size=16,
                            hidden=32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert lstm_train.usable(16, 32, "cpu") == (native.amx_library() is not None)
+        assert lstm_train.usable(16, 32, "cpu") == (lstm_train.kernel() is not None)
     result = trainer.run()
     assert result.best_val_loss < 0.55 * math.log(len(trainer.vocab))
     assert all(s.dtype == torch.float32 for s in trainer.state)
