@@ -31,34 +31,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lstm_math.h" /* the gates' sigmoid and tanh, shared with lstm_step.c and lstm_amx.c */
-
 #define TILE 16  /* hidden units per block, fp32 lanes of a vector, and the batch multiple */
 #define KSTEP 32 /* the hidden multiple, as lstm_amx.c's (bf16 values of K in a tile) */
 #define ROWS 8 /* rows of a product's register block (batch is a multiple) */
 #define COLS 2 /* column blocks of 16 of a product's register block (4 and 8 blocks are multiples) */
 #define ABI_VERSION 1 /* charrnn.native.AVX512_ABI_VERSION: raise both when a function's arguments change */
 
-/* The kernels' return codes besides 0, as lstm_train.py reads them. */
-#define OUT_OF_MEMORY (-1)
-#define UNSUPPORTED_SHAPE (-2)
-
-static int shape_supported(int steps, int batch, int hidden, int threads) {
-    return steps > 0 && batch > 0 && batch % TILE == 0 && hidden > 0 && hidden % KSTEP == 0
-           && hidden <= INT_MAX / 4 && threads > 0; /* 4 * hidden is an int below */
-}
-
-static inline float from_bf16(uint16_t v) {
-    const union { uint32_t bits; float value; } x = {.bits = (uint32_t)v << 16};
-    return x.value;
-}
-
-/* Round to nearest even, as torch does; a NaN stays a NaN. */
-static inline uint16_t to_bf16(float f) {
-    const union { float value; uint32_t bits; } x = {.value = f};
-    const uint32_t rounded = x.bits + 0x7fffu + ((x.bits >> 16) & 1u);
-    return (x.bits & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x.bits >> 16) | 0x40u) : (uint16_t)(rounded >> 16);
-}
+#include "lstm_recurrence.h" /* shape checks, conversions, the gate arithmetic: shared with the other kernel */
 
 /* out (ROWS rows x cols <= COLS column blocks of 16, fp32; rows out_row floats apart, column blocks
  * out_col floats apart) = a (ROWS rows x k_len bf16, rows a_row values apart) @ cols packed
@@ -87,48 +66,6 @@ static inline __attribute__((always_inline)) void dp_product(const uint16_t *res
     for (int r = 0; r < ROWS; r++)
         for (int j = 0; j < cols; j++)
             _mm512_storeu_ps(out + r * out_row + j * out_col, acc[r][j]);
-}
-
-/* n (a multiple of 16) values between fp32 and fp16 (F16C, part of AVX-512F). */
-static inline void store_fp16(uint16_t *dst, const float *src, int n) {
-    for (int j = 0; j < n; j += 16)
-        _mm256_storeu_si256((__m256i *)(dst + j), _mm512_cvtps_ph(_mm512_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-}
-
-static inline void load_fp16(float *dst, const uint16_t *src, int n) {
-    for (int j = 0; j < n; j += 16)
-        _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + j))));
-}
-
-/* Units [0, n) of one row of a thread's range. pre[g] hold the recurrent products of the
- * gates and leave holding the activated gates; the other pointers are at the range's first
- * unit (x_gates and bias at gate i, the other gates hidden apart). */
-static inline void forward_units(size_t H, int n, float *restrict pre_i, float *restrict pre_f,
-                                 float *restrict pre_g, float *restrict pre_o, const uint16_t *restrict x_gates,
-                                 const float *restrict bias, const float *restrict c_prev, float *restrict c,
-                                 uint16_t *restrict h) {
-    #pragma omp simd
-    for (int j = 0; j < n; j++) {
-        const float i = sigmoid(pre_i[j] + from_bf16(x_gates[j]) + bias[j]);
-        const float f = sigmoid(pre_f[j] + from_bf16(x_gates[H + j]) + bias[H + j]);
-        const float g = tanh_approx(pre_g[j] + from_bf16(x_gates[2 * H + j]) + bias[2 * H + j]);
-        const float o = sigmoid(pre_o[j] + from_bf16(x_gates[3 * H + j]) + bias[3 * H + j]);
-        const float cell = f * c_prev[j] + i * g, t = tanh_approx(cell);
-        pre_i[j] = i;
-        pre_f[j] = f;
-        pre_g[j] = g;
-        pre_o[j] = o;
-        c[j] = cell;
-        h[j] = to_bf16(o * t);
-    }
-}
-
-/* The hidden units a thread owns: whole blocks of 16, split as evenly as they go. */
-static void my_units(int hidden, size_t *first, int *count) {
-    const int blocks = hidden / TILE, threads = omp_get_num_threads(), me = omp_get_thread_num();
-    const int from = blocks * me / threads, to = blocks * (me + 1) / threads;
-    *first = (size_t)from * TILE;
-    *count = (to - from) * TILE;
 }
 
 /* In a thread of a kernel's parallel region: its units and a scratch buffer of
@@ -180,40 +117,6 @@ int charrnn_avx512_lstm_forward(int steps, int batch, int hidden, int threads, c
     return failed ? OUT_OF_MEMORY : 0;
 }
 
-/* acts: the row's activated gates, loaded to fp32, n apart. d_bias (the bias gradient, at
- * gate i, the other gates hidden apart) accumulates the gate gradients before rounding, and so
- * does d_input, the row of the input table's gradient that this row looked up, if any
- * (`with_input` is a constant at each call, so each call compiles to its own loop). */
-static inline void backward_units(size_t H, int n, const float *restrict acts, const float *restrict c_prev,
-                                  const float *restrict c, const uint16_t *restrict grad_h,
-                                  const float *restrict dh_rec, float *restrict dc, uint16_t *restrict d_gates,
-                                  float *restrict d_bias, const int with_input, float *restrict d_input) {
-    #pragma omp simd
-    for (int j = 0; j < n; j++) {
-        const float i = acts[j], f = acts[n + j], g = acts[2 * n + j], o = acts[3 * n + j];
-        const float t = tanh_approx(c[j]);
-        const float dh = from_bf16(grad_h[j]) + dh_rec[j];
-        const float dcell = dc[j] + dh * o * (1.0f - t * t);
-        const float di = dcell * g * i * (1.0f - i), df = dcell * c_prev[j] * f * (1.0f - f);
-        const float dg = dcell * i * (1.0f - g * g), d_o = dh * t * o * (1.0f - o);
-        d_gates[j] = to_bf16(di);
-        d_gates[H + j] = to_bf16(df);
-        d_gates[2 * H + j] = to_bf16(dg);
-        d_gates[3 * H + j] = to_bf16(d_o);
-        d_bias[j] += di;
-        d_bias[H + j] += df;
-        d_bias[2 * H + j] += dg;
-        d_bias[3 * H + j] += d_o;
-        if (with_input) {
-            d_input[j] += di;
-            d_input[H + j] += df;
-            d_input[2 * H + j] += dg;
-            d_input[3 * H + j] += d_o;
-        }
-        dc[j] = dcell * f;
-    }
-}
-
 /* dh_rec's columns [u0, u0 + n) for rows [m0, m0 + ROWS) = those rows of the step's gate
  * gradients @ W_hh's packed column blocks, COLS blocks at a time. */
 _Static_assert(COLS == 2 && TILE % ROWS == 0, "backward_product's remainder and the batch multiple");
@@ -250,20 +153,9 @@ int charrnn_avx512_lstm_backward(int steps, int batch, int hidden, int threads, 
         float *gates = start_thread(hidden, 4, &u0, &n); /* one row's, fp32 */
         failed = gates == NULL;
         for (int t = steps - 1; t >= 0; t--) {
-            const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
-            for (size_t b = 0; b < B && !failed; b++) {
-                const size_t row = (size_t)t * B + b;
-                for (int g = 0; g < 4; g++)
-                    load_fp16(gates + g * n, acts + row * G + g * H + u0, n);
-                const float *args_c_prev = c_prev + b * H + u0, *args_c = c + row * H + u0;
-                if (ids != NULL)
-                    backward_units(H, n, gates, args_c_prev, args_c, grad_h + row * H + u0, dh_rec + b * H + u0,
-                                   dc + b * H + u0, d_gates + row * G + u0, d_bias + u0, 1,
-                                   d_table + (size_t)ids[row] * G + u0);
-                else
-                    backward_units(H, n, gates, args_c_prev, args_c, grad_h + row * H + u0, dh_rec + b * H + u0,
-                                   dc + b * H + u0, d_gates + row * G + u0, d_bias + u0, 0, NULL);
-            }
+            if (!failed)
+                backward_step_units(t, B, H, u0, n, gates, acts, c, c0, grad_h, dh_rec, dc, d_gates, d_bias, ids,
+                                    d_table);
             #pragma omp barrier /* the product below reads every thread's gate gradients */
             const uint16_t *step_gates = d_gates + (size_t)t * B * G;
             for (size_t m0 = 0; m0 < B && !failed; m0 += ROWS)

@@ -43,7 +43,8 @@ from .runtime import _cpu_has, cpu_has_amx_bf16
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
 AVX512_SOURCE = Path(__file__).with_name("lstm_avx512.c")
-HEADERS = (Path(__file__).with_name("lstm_math.h"),)  # included by every source
+# included by the sources: lstm_math.h by every one, lstm_recurrence.h by the training kernels
+HEADERS = (Path(__file__).with_name("lstm_math.h"), Path(__file__).with_name("lstm_recurrence.h"))
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
 # Raised with the C files' ABI_VERSION whenever a function's arguments change.
 STEP_ABI_VERSION, AMX_ABI_VERSION, AVX512_ABI_VERSION = 1, 1, 1
