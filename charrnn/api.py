@@ -21,7 +21,15 @@ from pathlib import Path
 
 from . import checkpoint, commands
 from .commands import EvalJob, RecordDraws, SampleJob
-from .config import DEFAULT_CHECKPOINT_DIR, Bounds, ModelConfig, TrainConfig, TrainJob, option_fields, parse_duration
+from .config import (
+    DEFAULT_CHECKPOINT_DIR,
+    Bounds,
+    ModelConfig,
+    TrainJob,
+    configs_from_options,
+    option_fields,
+    parse_duration,
+)
 from .runtime import pick_device
 from .sample import SamplingOptions
 
@@ -301,7 +309,6 @@ def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFA
     """
     if resume and overwrite:
         raise ValueError("give resume or overwrite, not both")
-    model_names = {f.name for f in option_fields() if f.name in ModelConfig.__dataclass_fields__}
     known = {f.name: f for f in option_fields()}
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -313,10 +320,10 @@ def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFA
     if not paths:
         raise ValueError("give a corpus")
     shown_progress = (not quiet) if progress is None else progress
+    model_config, train_config = configs_from_options(checked, vocab_size=0)  # the corpus gives vocab_size
     job = TrainJob(
-        corpus=tuple(os.fspath(p) for p in paths), checkpoint_dir=Path(checkpoint_dir),
-        model=ModelConfig(**{k: v for k, v in checked.items() if k in model_names}),
-        train=TrainConfig(**{k: v for k, v in checked.items() if k not in model_names}),
+        corpus=tuple(os.fspath(p) for p in paths), checkpoint_dir=Path(checkpoint_dir), model=model_config,
+        train=train_config,
         explicit=frozenset(checked), cache_dir=None if cache_dir is None else Path(cache_dir), resume=resume,
         overwrite=overwrite, encoding=encoding, device=device, precision=precision, quiet=not shown_progress,
     )

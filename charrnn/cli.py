@@ -9,13 +9,13 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import Field, fields
+from dataclasses import Field
 from pathlib import Path
 
 import click
 
 from . import __version__, config
-from .config import DEFAULT_CHECKPOINT_DIR, ModelConfig, TrainConfig, TrainJob, option_fields
+from .config import DEFAULT_CHECKPOINT_DIR, TrainJob, configs_from_options, option_fields
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
@@ -228,11 +228,9 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
     tensorboard = options.pop("tensorboard")  # a place to log to, not an option of the run
     given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
-    model_names = {f.name for f in fields(ModelConfig)}
+    model_config, train_config = configs_from_options(options, vocab_size=0)  # the corpus gives vocab_size
     job = TrainJob(
-        corpus=tuple(corpus_paths), checkpoint_dir=Path(checkpoint_dir),
-        model=ModelConfig(**{k: v for k, v in options.items() if k in model_names}),
-        train=TrainConfig(**{k: v for k, v in options.items() if k not in model_names}),
+        corpus=tuple(corpus_paths), checkpoint_dir=Path(checkpoint_dir), model=model_config, train=train_config,
         explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,
         encoding=encoding, device=device, precision=precision, quiet=quiet,
         tensorboard=Path(tensorboard) if tensorboard else None,
