@@ -32,6 +32,7 @@ from .config import (
 )
 from .runtime import pick_device
 from .sample import SamplingOptions
+from .writer import sample_pieces, sample_texts
 
 __all__ = ["Model", "TrainResult", "load", "train"]
 
@@ -215,8 +216,8 @@ class Model:
         prime, echo_prime, ids = commands.stream_ids(sampler, job)
         chars = sampler.vocab.chars
         if job.num_samples == 1:
-            return _one_sample(ids, chars, prime if echo_prime else "", job.stop)
-        return _samples(ids, chars, prime if echo_prime else "", job.stop, job.num_samples)
+            return sample_pieces(ids, chars, prime if echo_prime else "", job.stop)
+        return sample_texts(ids, chars, prime if echo_prime else "", job.stop, job.num_samples)
 
 
 def _records(draws: RecordDraws) -> Iterator[str]:
@@ -225,39 +226,6 @@ def _records(draws: RecordDraws) -> Iterator[str]:
     shortfall = draws.shortfall()
     if shortfall:
         warnings.warn(shortfall, RuntimeWarning, stacklevel=3)
-
-
-# The two below read Sampler.generate's ids as writer.write_samples prints them (tests/test_api.py
-# holds them equal): the prime when shown, each sample's characters, each ended by `stop`.
-def _one_sample(ids: Iterator[list[int]], chars: Sequence[str], shown_prime: str, stop: str | None) -> Iterator[str]:
-    if shown_prime:
-        yield shown_prime
-    tail = ""
-    for (token,) in ids:
-        char = chars[token]
-        yield char
-        if stop is not None:
-            tail = (tail + char)[-len(stop):]
-            if tail == stop:
-                return
-
-
-def _samples(ids: Iterator[list[int]], chars: Sequence[str], shown_prime: str, stop: str | None,
-             count: int) -> list[str]:
-    texts: list[list[str]] = [[] for _ in range(count)]
-    tails = [""] * count
-    finished = [False] * count
-    for step in ids:
-        for i, token in enumerate(step):
-            if finished[i]:
-                continue
-            texts[i].append(chars[token])
-            if stop is not None:
-                tails[i] = (tails[i] + chars[token])[-len(stop):]
-                finished[i] = tails[i] == stop
-        if all(finished):
-            break
-    return [shown_prime + "".join(t) for t in texts]
 
 
 # ---- train --------------------------------------------------------------------------------
