@@ -54,9 +54,8 @@ class Records:
         return self.ids[self.offsets[i]:self.offsets[i + 1]]
 
     def texts(self, indices: Iterable[int] | None = None) -> list[str]:
-        chars = self.vocab.chars
         picked = range(len(self)) if indices is None else indices
-        return ["".join(chars[c] for c in self.record(i).tolist()) for i in picked]
+        return [self.vocab.decode(self.record(i)) for i in picked]
 
     def subset(self, indices: torch.Tensor) -> Records:
         lengths = self.lengths[indices]
@@ -202,8 +201,6 @@ class RecordPosition:
 class RecordBatcher:
     """Batches of whole records, a fresh order every epoch (from the seed and the epoch)."""
 
-    fresh_state = True  # every batch starts from a zero state
-
     def __init__(self, records: Records, tokens_per_batch: int, seed: int):
         if len(records) == 0:
             raise ValueError("no records to train on")
@@ -250,8 +247,9 @@ def evaluate_records(model: CharRNN, records: Records, device: torch.device, tok
     model.eval()
     total, count = 0.0, 0
     try:
-        order = sorted(range(len(records)), key=lambda i: int(records.lengths[i]))
-        for batch in plan_batches(records.lengths.tolist(), tokens_per_batch, order):
+        lengths = records.lengths.tolist()
+        order = sorted(range(len(records)), key=lengths.__getitem__)
+        for batch in plan_batches(lengths, tokens_per_batch, order):
             x, y = make_batch(records, batch)
             with autocast(device, precision):
                 logits, _ = model(x.to(device))
