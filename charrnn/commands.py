@@ -25,7 +25,7 @@ from .evaluate import evaluate
 from .model import CharRNN
 from .progress import TrainingProgress, count_bar, format_duration, log
 from .records import RecordData, evaluate_records, record_hash, records_of_corpus, split_records
-from .runtime import pick_device, pick_precision, precision_label, seed_everything
+from .runtime import pick_device, pick_precision, precision_label, seed_everything, threads_for_block
 from .sample import Sampler, SamplingOptions
 from .trainer import Trainer, stop_on_signals
 from .vocab import Vocabulary, escape_chars
@@ -489,9 +489,7 @@ def viz(job: VizJob, out: TextIO) -> dict:
     """Writes the page of what the model makes of a text (viz.py); its size, what it shows and
     how long it took. Runs on one thread: one stream's steps are too small to share, and on a
     busy CPU two threads took 2 to 93 s where one takes 1.4 (docs/benchmarks.md, "charrnn viz")."""
-    from .trace import one_thread
-
-    with one_thread():
+    with threads_for_block(1):
         return _viz(job, out)
 
 

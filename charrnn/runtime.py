@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator
 
 import torch
 
@@ -45,6 +46,17 @@ def use_threads(count: int) -> None:
     same count.
     """
     torch.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def threads_for_block(count: int) -> Iterator[None]:
+    """`use_threads(count)` for the block, the previous count restored after it."""
+    saved = torch.get_num_threads()
+    use_threads(count)
+    try:
+        yield
+    finally:
+        use_threads(saved)
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:

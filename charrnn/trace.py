@@ -19,16 +19,16 @@ target), and its activations are those after reading the next record's MARKER.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from .errors import CharrnnError
 from .model import CharRNN
+from .runtime import threads_for_block
 from .vocab import Vocabulary, escape_chars
 
 # The activations of each cell, in the order a page lists them; the state first.
@@ -175,7 +175,7 @@ def _run(model: CharRNN, inputs: torch.Tensor, resets: torch.Tensor) -> tuple[li
     starts[0] = True
     segments = _segments(starts)
     layers = []
-    with one_thread():
+    with threads_for_block(1):
         for layer in range(config.layers):
             weights = {k.replace(f"_l{layer}", "_l0"): v for k, v in params.items() if k.endswith(f"_l{layer}")}
             h = _fused_layer(model.core, config.cell, weights, x, segments)
@@ -186,17 +186,6 @@ def _run(model: CharRNN, inputs: torch.Tensor, resets: torch.Tensor) -> tuple[li
             layers.append(_gates(config.cell, x_part, h_part, h, starts))
             x = h
     return layers, x
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch (and charrnn's C kernels, which read torch's setting) on one thread for the block."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _segments(starts: torch.Tensor) -> list[tuple[int, int]]:

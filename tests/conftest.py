@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from charrnn import native
+from charrnn.runtime import threads_for_block
 
 # Tests use tiny models: one thread avoids oversubscribing small CI machines.
 torch.set_num_threads(1)
@@ -36,12 +37,8 @@ def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """torch's intra-op threads set to `count` for the block (the session runs on one)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
+    with threads_for_block(count):
         yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def assert_step_matches_fused(model, make_step, batch: int, threads: int) -> None:
