@@ -126,7 +126,7 @@ def records_of_corpus(corpus: EncodedCorpus, separator: str, name: str,
     parts = [split_records(corpus.tokens[a:b], corpus.vocab, separator, doc, keep_chars=keep_chars)
              for doc, a, b in zip(corpus.documents, bounds, bounds[1:])]
     vocab = keep_chars or Vocabulary({c for p in parts for c in p.vocab.chars}, marker=True)
-    ids = [torch.tensor([vocab.index[c] for c in p.vocab.chars], dtype=torch.int64)[p.ids] for p in parts]
+    ids = [vocab.encode(p.vocab.chars)[p.ids] for p in parts]
     offsets = torch.zeros(sum(len(p) for p in parts) + 1, dtype=torch.int64)
     offsets[1:] = torch.cat([p.lengths for p in parts]).cumsum(0)
     return Records(torch.cat(ids), offsets, vocab)

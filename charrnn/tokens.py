@@ -286,7 +286,7 @@ class StreamEncoder:
         vocab = Vocabulary(chars)
         if not self.fixed:
             # Provisional id i is chars[i]; its final id is that character's sorted rank.
-            ranks = torch.tensor([vocab.index[c] for c in chars], dtype=torch.int64)
+            ranks = vocab.encode(chars)
             if not torch.equal(ranks, torch.arange(len(chars))):
                 _convert_file(self.out_path, self.length, self.storage, self.storage, ranks)
         unknown = sorted(chr(p) for p in self.unknown)
@@ -582,7 +582,7 @@ def _joined(parts: Sequence[EncodedCorpus], codec: str, cache_dir: Path) -> Enco
     width = storage_name(len(vocab))
     with atomic_path(token_path, sync=True) as tmp, open(tmp, "wb") as out:
         for part in parts:
-            mapping = torch.tensor([vocab.index[c] for c in part.vocab.chars], dtype=torch.int64)
+            mapping = vocab.encode(part.vocab.chars)
             _copy_ids(part.path, out, len(part), storage_name(len(part.vocab)), width, mapping)
             starts.append(length)
             length += len(part)
@@ -607,7 +607,7 @@ def renumber(corpus: EncodedCorpus, vocab: Vocabulary) -> EncodedCorpus:
     meta_path = token_path.with_suffix(".json")
     meta = _read_meta(meta_path, token_path)
     if meta is None:
-        mapping = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.int64)
+        mapping = vocab.encode(corpus.vocab.chars)
         # atomic_path's temp names are unique: under torchrun every rank may get here at once.
         with _cache_errors(token_path.parent):
             with atomic_path(token_path, sync=True) as tmp:

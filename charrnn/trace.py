@@ -124,7 +124,7 @@ def _layout(text: str, vocab: Vocabulary, separator: str | None):
     index = vocab.index
     if separator is None:  # one stream
         n = len(text)
-        inputs = torch.tensor([index[c] for c in text], dtype=torch.int64)
+        inputs = vocab.encode(text)
         resets = torch.zeros(n, dtype=torch.bool)
         shown_after = torch.arange(n)
         predicted_by = torch.arange(n) - 1

@@ -38,9 +38,10 @@ class Vocabulary:
         """Characters of `text` that are not in the vocabulary, sorted."""
         return sorted(set(text) - self.index.keys())
 
-    def encode(self, text: str) -> torch.Tensor:
-        """`text` as int64 ids, for primes and other texts held in memory. Corpora are
-        encoded by tokens.py instead, streamed to files of the narrowest width."""
+    def encode(self, text: Iterable[str]) -> torch.Tensor:
+        """`text` (or any sequence of characters, such as another vocabulary's: its renumbering
+        into this one) as int64 ids, for texts held in memory. Corpora are encoded by tokens.py
+        instead, streamed to files of the narrowest width."""
         index = self.index
         return torch.tensor([index[c] for c in text], dtype=torch.int64)
 
