@@ -58,12 +58,17 @@ class Records:
         return [self.vocab.decode(self.record(i)) for i in picked]
 
     def subset(self, indices: torch.Tensor) -> Records:
-        lengths = self.lengths[indices]
-        offsets = torch.zeros(len(indices) + 1, dtype=torch.int64)
-        offsets[1:] = lengths.cumsum(0)
+        offsets = offsets_of(self.lengths[indices])
         parts = [self.record(int(i)) for i in indices]
         ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
         return Records(ids, offsets, self.vocab)
+
+
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """Records' offsets [count + 1] from their lengths: record i spans offsets[i]:offsets[i + 1]."""
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = lengths.cumsum(0)
+    return offsets
 
 
 def separator_starts(tokens: torch.Tensor, separator: list[int]) -> list[int]:
@@ -104,8 +109,7 @@ def split_records(tokens: torch.Tensor, vocab: Vocabulary, separator: str, name:
     if not spans:
         raise CharrnnError(f"{name}: no records (every record between separators {separator!r} is empty)")
     ids = torch.cat([as_ids(tokens[a:b]) for a, b in spans])
-    offsets = torch.zeros(len(spans) + 1, dtype=torch.int64)
-    offsets[1:] = torch.tensor([b - a for a, b in spans]).cumsum(0)
+    offsets = offsets_of(torch.tensor([b - a for a, b in spans]))
     used = torch.bincount(ids, minlength=len(vocab.chars)) > 0
     target = keep_chars or Vocabulary([c for c, u in zip(vocab.chars, used.tolist()) if u], marker=True)
     unknown = [c for c, u in zip(vocab.chars, used.tolist()) if u and c not in target]
@@ -127,8 +131,7 @@ def records_of_corpus(corpus: EncodedCorpus, separator: str, name: str,
              for doc, a, b in zip(corpus.documents, bounds, bounds[1:])]
     vocab = keep_chars or Vocabulary({c for p in parts for c in p.vocab.chars}, marker=True)
     ids = [vocab.encode(p.vocab.chars)[p.ids] for p in parts]
-    offsets = torch.zeros(sum(len(p) for p in parts) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cat([p.lengths for p in parts]).cumsum(0)
+    offsets = offsets_of(torch.cat([p.lengths for p in parts]))
     return Records(torch.cat(ids), offsets, vocab)
 
 
