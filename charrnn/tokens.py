@@ -192,10 +192,7 @@ class StreamEncoder:
     def __init__(self, out_path: Path, encoding: str, name: str, vocab: Vocabulary | None = None,
                  skip_unknown: bool = False):
         self.codec = _codec_name(encoding)
-        # utf-8-sig is UTF-8 that drops a byte-order mark at the very start (as files saved on
-        # Windows often begin) and keeps U+FEFF anywhere else as the character it is.
-        decoder = "utf-8-sig" if self.codec == "utf-8" else self.codec
-        self.decoder = codecs.getincrementaldecoder(decoder)(errors="strict")
+        self.decoder = codecs.getincrementaldecoder(decoding_codec(encoding))(errors="strict")
         self.encoding = encoding
         self.name = name
         self.out_path = out_path
@@ -351,6 +348,14 @@ def encode_stream(f: BinaryIO, out_path: Path, encoding: str, name: str, vocab: 
 
 
 # ---- the cache -------------------------------------------------------------------------------
+def decoding_codec(encoding: str) -> str:
+    """The codec that reads a text in `encoding`: for UTF-8, utf-8-sig, which drops a byte-order
+    mark at the very start (as files saved on Windows often begin) and keeps U+FEFF anywhere
+    else as the character it is. Unknown and non-text encodings are CharrnnErrors."""
+    codec = _codec_name(encoding)
+    return "utf-8-sig" if codec == "utf-8" else codec
+
+
 def _codec_name(encoding: str) -> str:
     """The codec's canonical name; only codecs between bytes and text are encodings here."""
     try:

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from .checkpoint import Checkpoint
 from .errors import CharrnnError
 from .progress import format_duration
 from .sample import Sampler, SamplingOptions
+from .tokens import decoding_codec, open_corpus
 from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature
 from .vocab import escape_chars
 
@@ -133,14 +133,10 @@ def _escape_html(text: str) -> str:
 def read_text(path: str, encoding: str, max_chars: int, allowed: set[str], skip_unknown: bool) -> tuple[str, int]:
     """The first `max_chars` characters of a file (or stdin for '-') that the model can read,
     and how many unknown ones were dropped (`skip_unknown`; else they are an error)."""
+    codec = decoding_codec(encoding)
     try:
-        if path == "-":
-            if sys.stdin is None:
-                raise CharrnnError("standard input is closed")
-            stream = io.TextIOWrapper(sys.stdin.buffer, encoding=_sig(encoding), newline="")
-        else:
-            stream = open(path, encoding=_sig(encoding), newline="")
-        with stream:
+        with open_corpus(path) as raw:  # stdin or a file, with one-line errors
+            stream = io.TextIOWrapper(raw, encoding=codec, newline="")
             text, skipped = "", 0
             while len(text) < max_chars:  # read on past dropped characters until there are enough
                 chunk = stream.read(max_chars - len(text))
@@ -153,19 +149,14 @@ def read_text(path: str, encoding: str, max_chars: int, allowed: set[str], skip_
                                        f"{escape_chars(unknown, limit=20)} (--skip-unknown drops them)")
                 skipped += len(chunk) - len(kept)
                 text += kept
-    except FileNotFoundError:
-        raise CharrnnError(f"{path}: no such file") from None
+            stream.detach()  # open_corpus closes the file, and leaves stdin open
     except UnicodeDecodeError as e:
         raise CharrnnError(f"{path}: not {encoding} text ({e.reason} at byte {e.start})") from None
-    except (LookupError, OSError) as e:
-        raise CharrnnError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: {e.strerror or e}") from None
     if not text:
         raise CharrnnError(f"{path}: no characters the model knows")
     return text, skipped
-
-
-def _sig(encoding: str) -> str:
-    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
 
 
 def sample_text(ckpt: Checkpoint, max_chars: int, seed: int, temperature: float) -> tuple[str, str]:
