@@ -49,7 +49,7 @@
 #define GROUP 4  /* output tiles accumulated at once (tiles 0-3; A in 4 and 6, B in 5) */
 #define ABI_VERSION 1 /* charrnn.native.AMX_ABI_VERSION: raise both when a function's arguments change */
 
-#include "lstm_recurrence.h" /* shape checks, conversions, the gate arithmetic: shared with the other kernel */
+#include "lstm_recurrence.h" /* shape checks, value types, the gate arithmetic: shared with lstm_vector.c */
 
 /* Linux hands out AMX state only on request, once per process. 0 on success. */
 int charrnn_amx_init(void) {
@@ -157,7 +157,7 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
                 forward_units(H, n, rows[0], rows[1], rows[2], rows[3], inputs + u0, bias + u0,
                               c_prev + b * H + u0, c + row * H + u0, h + row * H + u0);
                 for (int g = 0; g < 4; g++)
-                    store_fp16(acts + row * G + g * H + u0, rows[g], n);
+                    store_acts(acts + row * G + g * H + u0, rows[g], n);
             }
             #pragma omp barrier
         }

@@ -1,6 +1,6 @@
-"""Training a stacked LSTM in bf16 on a CPU with AMX or AVX512-BF16: the recurrence in C on the
-matrix tiles (lstm_amx.c) or on vector dot products (lstm_avx512.c), everything else as
-whole-window products.
+"""Training a stacked LSTM on a CPU with the recurrence in C, everything else as whole-window
+products: in bf16 on the matrix tiles of AMX (lstm_amx.c) or on AVX512-BF16 dot products
+(lstm_vector.c), and in fp32 on AVX2 or AVX-512 fused multiply-adds (lstm_vector.c's fp32 build).
 
 `nn.LSTM` on a CPU runs oneDNN's fused LSTM, which in bf16 reaches a small part of the rate
 that AMX tiles give to large products, and whose backward pass is slower than its forward
@@ -15,18 +15,22 @@ wait for the previous time step, so each layer here:
   "First-layer lookup");
 - runs the recurrence itself, forward or backward, in one call to lstm_amx.c: per time step
   a few tile instructions per block of 16 units and the gate arithmetic beside them. Without
-  AMX, lstm_avx512.c does the same with `vdpbf16ps` in place of the tiles (same arguments,
-  same packed weights); `kernel()` says which library a call takes.
+  AMX, lstm_vector.c does the same with `vdpbf16ps` in place of the tiles (same arguments,
+  same packed weights), and its fp32 build with fused multiply-adds on fp32 weights;
+  `kernel()` says which library a step takes.
 
-The products are bf16 with fp32 accumulation, as `nn.LSTM`'s are under bf16 autocast; the
-cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). model.py uses it
-for training under bf16 autocast on a CPU when a library can be had and the shapes fit the
-tiles (batch a multiple of 16, hidden of 32); everything else runs `nn.LSTM`, and the tests
-hold them together.
+Under bf16 autocast the products are bf16 with fp32 accumulation, as `nn.LSTM`'s are; the
+cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). Without
+autocast everything is fp32, and only the order of the sums differs from `nn.LSTM`'s (see
+docs/experiments.md, "fp32 recurrence"). model.py uses it for training on a CPU when a library
+can be had and the shapes fit (batch a multiple of 16, hidden of 32); everything else runs
+`nn.LSTM`, and the tests hold them together.
 
-CHARRNN_LSTM_KERNEL chooses the library: `auto` (the default) takes lstm_amx.c where it can be
-had, else lstm_avx512.c if AUTO_TAKES_AVX512; `amx` and `avx512` only that one (nn.LSTM where it
-cannot be had); `off`, nn.LSTM. Any other value reads as `auto`.
+CHARRNN_LSTM_KERNEL chooses the library: `auto` (the default) takes, for bf16 steps,
+lstm_amx.c where it can be had, else lstm_vector.c's bf16 build if AUTO_TAKES_AVX512, and for
+fp32 steps lstm_vector.c's fp32 build if AUTO_TAKES_FP32; `amx`, `avx512` and `fp32` only that
+one (nn.LSTM for the other precision, and where it cannot be had); `off`, nn.LSTM. Any other
+value reads as `auto`.
 """
 
 from __future__ import annotations
@@ -46,53 +50,71 @@ State = tuple[torch.Tensor, torch.Tensor]
 UNIT_BLOCK = 16  # hidden units a thread takes at a time, and columns of a packed block of W
 BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per tile
 OUT_OF_MEMORY, UNSUPPORTED_SHAPE = -1, -2  # the kernels' return codes besides 0
-KERNEL_ENV = "CHARRNN_LSTM_KERNEL"  # auto, amx, avx512 or off; see the module docstring
-AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_avx512.c where AMX cannot be had
+KERNEL_ENV = "CHARRNN_LSTM_KERNEL"  # auto, amx, avx512, fp32 or off; see the module docstring
+AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_vector.c's bf16 build where AMX cannot be had
+AUTO_TAKES_FP32 = True  # whether `auto` takes lstm_vector.c's fp32 build for fp32 steps
 
 
 class Kernel(NamedTuple):
-    """A training library's two entry points (lstm_amx.c's arguments, in both libraries)."""
+    """A training library's two entry points (lstm_amx.c's arguments, in every library) and the
+    dtype of the values they take and give."""
 
     source: str
     forward: Callable[..., int]
     backward: Callable[..., int]
+    dtype: torch.dtype
 
 
-def kernel() -> Kernel | None:
-    """The recurrence a training step takes now (CHARRNN_LSTM_KERNEL), or None for nn.LSTM."""
+def kernel(dtype: torch.dtype | None = torch.bfloat16) -> Kernel | None:
+    """The recurrence a training step whose values are `dtype` takes now (CHARRNN_LSTM_KERNEL),
+    or None for nn.LSTM."""
     choice = os.environ.get(KERNEL_ENV, "auto").strip().lower()
-    if choice == "off":
+    if choice not in ("amx", "avx512", "fp32", "off"):
+        choice = "auto"
+    if dtype == torch.float32 and (choice == "fp32" or choice == "auto" and AUTO_TAKES_FP32):
+        if (lib := native.fp32_library()) is not None:
+            return Kernel("lstm_vector.c (fp32)", lib.charrnn_vector_lstm_forward, lib.charrnn_vector_lstm_backward,
+                          torch.float32)
+    if dtype != torch.bfloat16:
         return None
-    if choice != "avx512" and (lib := native.amx_library()) is not None:
-        return Kernel("lstm_amx.c", lib.charrnn_amx_lstm_forward, lib.charrnn_amx_lstm_backward)
-    if choice == "avx512" or (choice != "amx" and AUTO_TAKES_AVX512):
+    if choice in ("auto", "amx") and (lib := native.amx_library()) is not None:
+        return Kernel("lstm_amx.c", lib.charrnn_amx_lstm_forward, lib.charrnn_amx_lstm_backward, torch.bfloat16)
+    if choice == "avx512" or choice == "auto" and AUTO_TAKES_AVX512:
         if (lib := native.avx512_library()) is not None:
-            return Kernel("lstm_avx512.c", lib.charrnn_avx512_lstm_forward, lib.charrnn_avx512_lstm_backward)
+            return Kernel("lstm_vector.c (bf16)", lib.charrnn_vector_lstm_forward, lib.charrnn_vector_lstm_backward,
+                          torch.bfloat16)
     return None
 
 
 def usable(batch: int, hidden: int, device_type: str) -> bool:
     """Whether a step of this shape, in the current autocast state, can train here."""
-    return (device_type == "cpu" and _cpu_autocasts_to_bf16()
-            and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
-            and kernel() is not None)
+    return (device_type == "cpu" and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
+            and kernel(step_dtype()) is not None)
 
 
-def _cpu_autocasts_to_bf16() -> bool:
+def step_dtype() -> torch.dtype | None:
+    """The dtype of a CPU step's products now: bf16 under bf16 autocast, fp32 without autocast,
+    None under any other autocast (which no kernel takes)."""
     try:
-        return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     except (TypeError, AttributeError):  # torch < 2.4 names these per device
-        return torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    if not enabled:
+        return torch.float32
+    return torch.bfloat16 if dtype == torch.bfloat16 else None
 
 
 def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
                  p_dropout: float, training: bool, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-    """x [time, batch, inputs] -> output [time, batch, hidden] in bf16 and the new (h, c), each
-    [layers, batch, hidden] fp32. With ids [time, batch], x is instead the table the inputs are
-    rows of ([vocab, inputs]: the embedding), and the first layer looks up the projections of
-    its rows rather than projecting every input (see `input_table`). `weights` holds the core's
-    weights by name (the recurrent ones may be masked copies); dropout between layers as
-    nn.LSTM applies it."""
+    """x [time, batch, inputs] -> output [time, batch, hidden] in the step's dtype (bf16 under
+    bf16 autocast, else fp32) and the new (h, c), each [layers, batch, hidden] fp32. With ids
+    [time, batch], x is instead the table the inputs are rows of ([vocab, inputs]: the
+    embedding), and the first layer looks up the projections of its rows rather than projecting
+    every input (see `input_table`). `weights` holds the core's weights by name (the recurrent
+    ones may be masked copies); dropout between layers as nn.LSTM applies it."""
+    chosen = kernel(step_dtype())
+    if chosen is None:
+        raise RuntimeError("no recurrence library here: lstm_train.usable() is False, so nn.LSTM must run")
     layers, hidden = core.num_layers, core.hidden_size
     batch = (ids if ids is not None else x).size(1)
     if state is None:
@@ -103,36 +125,39 @@ def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tenso
     for layer in range(layers):
         w_ih = weights[f"weight_ih_l{layer}"]
         if layer == 0 and ids is not None:
-            gates, rows = input_table(x, w_ih), _checked_ids(ids, x.size(0))
+            gates, rows = input_table(x, w_ih, chosen.dtype), _checked_ids(ids, x.size(0))
         else:
-            gates, rows = project(dropout(out, p_dropout, training) if layer > 0 else out, w_ih), None
+            gates, rows = project(dropout(out, p_dropout, training) if layer > 0 else out, w_ih, chosen.dtype), None
         out, h, c = _LSTMLayer.apply(gates, rows, weights[f"weight_hh_l{layer}"], weights[f"bias_ih_l{layer}"],
-                                     weights[f"bias_hh_l{layer}"], state[0][layer], state[1][layer])
+                                     weights[f"bias_hh_l{layer}"], state[0][layer], state[1][layer], chosen)
         h_last.append(h)
         c_last.append(c)
     return out, (torch.stack(h_last), torch.stack(c_last))
 
 
-def project(x: torch.Tensor, w_ih: torch.Tensor) -> torch.Tensor:
-    """x [time, batch, inputs] -> x @ w_ih^T [time, batch, 4 * hidden] in bf16, one product over
-    the window."""
+def project(x: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """x [time, batch, inputs] -> x @ w_ih^T [time, batch, 4 * hidden] in `dtype`, one product
+    over the window."""
     steps, batch, _ = x.shape
-    flat = x.to(torch.bfloat16).reshape(steps * batch, -1)
-    return torch.mm(flat, w_ih.to(torch.bfloat16).t()).view(steps, batch, -1)
+    flat = x.to(dtype).reshape(steps * batch, -1)
+    return torch.mm(flat, w_ih.to(dtype).t()).view(steps, batch, -1)
 
 
-def input_table(embedding: torch.Tensor, w_ih: torch.Tensor) -> torch.Tensor:
-    """The first layer's input projection of every symbol, [vocab, 4 * hidden] bf16. An input is
-    a row of the embedding, so its projection is a row of this table: looked up, it spares the
-    three largest products of a window's first layer (the projection, and the input and weight
-    gradients, each time x batch x 4 * hidden x hidden), and the table's gradient is summed in
-    the kernel by symbol, in fp32, as the bias's is."""
-    return torch.mm(embedding.to(torch.bfloat16), w_ih.to(torch.bfloat16).t())
+def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The first layer's input projection of every symbol, [vocab, 4 * hidden] in `dtype`. An
+    input is a row of the embedding, so its projection is a row of this table: looked up, it
+    spares the three largest products of a window's first layer (the projection, and the input
+    and weight gradients, each time x batch x 4 * hidden x hidden), and the table's gradient is
+    summed in the kernel by symbol, in fp32, as the bias's is."""
+    return torch.mm(embedding.to(dtype), w_ih.to(dtype).t())
 
 
 def _pack(w: torch.Tensor) -> torch.Tensor:
-    """[K, N] -> the tiles' layout for the right operand: [N / 16][K / 2][16][2]."""
+    """[K, N] -> the kernels' layout for the right operand, column blocks of 16: bf16 as the tiles
+    read it, [N / 16][K / 2][16][2] (pairs of K); fp32 [N / 16][K][16]."""
     k, n = w.shape
+    if w.dtype == torch.float32:
+        return w.reshape(k, n // UNIT_BLOCK, UNIT_BLOCK).permute(1, 0, 2).contiguous()
     return w.reshape(k // 2, 2, n // UNIT_BLOCK, UNIT_BLOCK).permute(2, 0, 3, 1).contiguous()
 
 
@@ -159,43 +184,43 @@ def _ids_address(ids: torch.Tensor | None) -> int | None:
     return None if ids is None else _address(ids, torch.int64)
 
 
-def _address(tensor: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> int:
+def _address(tensor: torch.Tensor, dtype: torch.dtype) -> int:
     if tensor.dtype != dtype or not tensor.is_contiguous():
         raise ValueError(f"the recurrence kernel needs a contiguous {dtype} tensor, not a {tensor.dtype} one")
     return tensor.data_ptr()
 
 
 class _LSTMLayer(torch.autograd.Function):
-    """One layer over a window; see the module docstring and lstm_amx.c. Forward's library
-    (`kernel()`) also runs its backward pass."""
+    """One layer over a window with `chosen`'s library, forward and backward; see the module
+    docstring and lstm_amx.c. Values are in chosen.dtype."""
 
     @staticmethod
     def forward(ctx, x_gates: torch.Tensor, ids: torch.Tensor | None, w_hh: torch.Tensor, b_ih: torch.Tensor,
-                b_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x_gates [time, batch, 4 * hidden] bf16, the input projection (no bias), or with ids
+                b_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, chosen: Kernel) -> tuple[torch.Tensor, ...]:
+        """x_gates [time, batch, 4 * hidden], the input projection (no bias), or with ids
         [time, batch] int64 the table of projections they index; h0, c0 [batch, hidden] fp32.
-        Returns h [time, batch, hidden] bf16, and the last h and c in fp32."""
+        Returns h [time, batch, hidden], and the last h and c in fp32."""
         ctx.set_materialize_grads(False)
-        ctx.kernel = kernel()
-        if ctx.kernel is None:
-            raise RuntimeError("no recurrence library here: lstm_train.usable() is False, so nn.LSTM must run")
+        ctx.kernel, dtype = chosen, chosen.dtype
         steps, batch = (ids if ids is not None else x_gates).shape[:2]
         hidden = w_hh.size(1)
-        w_hh = w_hh.to(torch.bfloat16)
+        w_hh = w_hh.to(dtype)
         bias = (b_ih.float() + b_hh.float()).contiguous()
         x_gates = x_gates.contiguous()
-        acts = x_gates.new_empty((steps, batch, 4 * hidden), dtype=torch.float16)
+        # The gates kept for backward: fp16 beside bf16 (see lstm_amx.c), else fp32.
+        acts_dtype = torch.float16 if dtype == torch.bfloat16 else torch.float32
+        acts = x_gates.new_empty((steps, batch, 4 * hidden), dtype=acts_dtype)
         c = x_gates.new_empty((steps, batch, hidden), dtype=torch.float32)
-        h = x_gates.new_empty((steps, batch, hidden))
-        h0_bf16, c0 = h0.to(torch.bfloat16).contiguous(), c0.float().contiguous()
+        h = x_gates.new_empty((steps, batch, hidden), dtype=dtype)
+        h0_cast, c0 = h0.to(dtype).contiguous(), c0.float().contiguous()
         w_packed = _pack(w_hh.t())
-        code = ctx.kernel.forward(
-            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), _address(x_gates), _ids_address(ids),
-            _address(w_packed), _address(bias, torch.float32), _address(h0_bf16), _address(c0, torch.float32),
-            acts.data_ptr(), c.data_ptr(), h.data_ptr())
-        _check(code, steps, batch, hidden, ctx.kernel.source)
+        code = chosen.forward(
+            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), _address(x_gates, dtype), _ids_address(ids),
+            _address(w_packed, dtype), _address(bias, torch.float32), _address(h0_cast, dtype),
+            _address(c0, torch.float32), acts.data_ptr(), c.data_ptr(), h.data_ptr())
+        _check(code, steps, batch, hidden, chosen.source)
         ctx.table_shape = x_gates.shape if ids is not None else None
-        ctx.save_for_backward(ids, w_hh, acts, c, h, h0_bf16, c0)
+        ctx.save_for_backward(ids, w_hh, acts, c, h, h0_cast, c0)
         return h, h[-1].float(), c[-1].clone()
 
     @staticmethod
@@ -203,23 +228,24 @@ class _LSTMLayer(torch.autograd.Function):
                  grad_c_last: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         ids, w_hh, acts, c, h, h0, c0 = ctx.saved_tensors
         steps, batch, hidden = c.shape
-        grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(torch.bfloat16).contiguous()
+        dtype = ctx.kernel.dtype
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(dtype).contiguous()
         # Leave as the gradients of h0 and c0.
         dh = torch.zeros_like(c[0]) if grad_h_last is None else grad_h_last.float().clone().contiguous()
         dc = torch.zeros_like(c[0]) if grad_c_last is None else grad_c_last.float().clone().contiguous()
         d_gates = h.new_empty((steps, batch, 4 * hidden))
-        grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded to bf16
+        grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded
         grad_table = c.new_zeros(ctx.table_shape) if ids is not None else None  # likewise, by symbol
         w_packed = _pack(w_hh)
         code = ctx.kernel.backward(
             steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), acts.data_ptr(), c.data_ptr(),
-            _address(c0, torch.float32), _address(grad_h), _address(w_packed), _address(dh, torch.float32),
-            _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(), _ids_address(ids),
-            grad_table.data_ptr() if grad_table is not None else None)
+            _address(c0, torch.float32), _address(grad_h, dtype), _address(w_packed, dtype),
+            _address(dh, torch.float32), _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(),
+            _ids_address(ids), grad_table.data_ptr() if grad_table is not None else None)
         _check(code, steps, batch, hidden, ctx.kernel.source)
-        grad_x = grad_table.to(torch.bfloat16) if ids is not None else d_gates
+        grad_x = grad_table.to(dtype) if ids is not None else d_gates
         grad_w_hh = None
         if ctx.needs_input_grad[2]:
             h_prev = torch.cat([h0.unsqueeze(0), h[:-1]]).view(steps * batch, hidden)
             grad_w_hh = torch.mm(d_gates.view(steps * batch, 4 * hidden).t(), h_prev).float()
-        return grad_x, None, grad_w_hh, grad_b, grad_b, dh, dc
+        return grad_x, None, grad_w_hh, grad_b, grad_b, dh, dc, None

@@ -3,7 +3,7 @@
 The lookup table is the one-hot input encoding written cheaply: a one-hot vector times
 a weight matrix selects one column, which is what `nn.Embedding` does. The core is the
 fused `nn.LSTM`/`nn.GRU`/`nn.RNN` (cuDNN on a GPU) for training and evaluation, except that
-an LSTM trains in bf16 on a CPU with AMX or AVX512-BF16 through lstm_train.py (faster there, same
+an LSTM trains on a CPU through lstm_train.py's C recurrence where it can be built (faster, the same
 function); generation steps the same weights one character at a time (step.py).
 """
 
@@ -61,23 +61,23 @@ class CharRNN(nn.Module):
         between reset columns; a window without any (most, when documents are long) runs as
         one call. A CPU mask spares a GPU a sync to find its columns.
         """
-        amx = self.uses_amx_kernel(ids)
+        native_core = self.uses_recurrence_kernel(ids)
         # Drawn once per window, so every segment of it reads the same dropped weights.
         dropped = self.training and self.config.weight_drop > 0
-        weights = self._recurrent_weights() if amx or dropped else None
+        weights = self._recurrent_weights() if native_core or dropped else None
         columns = [] if resets is None else resets.any(0).nonzero().flatten().tolist()
         if columns:
-            out, new_state = self._recur_segments(ids, state, resets, columns, amx, weights)
+            out, new_state = self._recur_segments(ids, state, resets, columns, native_core, weights)
         else:
-            out, new_state = self._recur(ids, state, amx, weights)
+            out, new_state = self._recur(ids, state, native_core, weights)
         logits = self.head(dropout(out, self.config.dropout, self.training))
-        return (logits.transpose(0, 1) if amx else logits), new_state
+        return (logits.transpose(0, 1) if native_core else logits), new_state
 
-    def _recur(self, ids: torch.Tensor, state: State | None, amx: bool,
+    def _recur(self, ids: torch.Tensor, state: State | None, native_core: bool,
                weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, State]:
-        """The core over ids [batch, time]: its outputs (time-major on the AMX path, else
+        """The core over ids [batch, time]: its outputs (time-major on the C path, else
         batch-first) and the new state."""
-        if amx:
+        if native_core:
             # Time-major inside: each time step's rows are then one contiguous block. The first
             # layer looks its inputs' projections up by id rather than embed and project them.
             return lstm_train.stacked_lstm(self.core, weights, self.embed.weight, state, self.config.dropout,
@@ -96,7 +96,7 @@ class CharRNN(nn.Module):
         return out, tuple(new) if isinstance(new, tuple) else (new,)
 
     def _recur_segments(self, ids: torch.Tensor, state: State | None, resets: torch.Tensor, columns: list[int],
-                        amx: bool, weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, State]:
+                        native_core: bool, weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, State]:
         """`_recur` over the segments between reset columns, zeroing the rows that reset at each
         segment's start (masked_fill: no gradient flows back through a zeroed row)."""
         if state is None:
@@ -107,12 +107,12 @@ class CharRNN(nn.Module):
             if start in columns:
                 zero = resets[:, start].to(ids.device, non_blocking=True)[None, :, None]
                 state = tuple(s.masked_fill(zero, 0.0) for s in state)
-            out, state = self._recur(ids[:, start:end], state, amx, weights)
+            out, state = self._recur(ids[:, start:end], state, native_core, weights)
             outs.append(out)
-        return torch.cat(outs, dim=0 if amx else 1), state
+        return torch.cat(outs, dim=0 if native_core else 1), state
 
-    def uses_amx_kernel(self, ids: torch.Tensor) -> bool:
-        """Whether a forward pass on `ids` runs lstm_amx.c's recurrence instead of `nn.LSTM`."""
+    def uses_recurrence_kernel(self, ids: torch.Tensor) -> bool:
+        """Whether a forward pass on `ids` runs a C recurrence (lstm_train.py) instead of `nn.LSTM`."""
         return (self.config.cell == "lstm" and self.training and torch.is_grad_enabled()
                 and lstm_train.usable(ids.size(0), self.config.hidden, ids.device.type))
 

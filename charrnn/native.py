@@ -1,6 +1,7 @@
 """LSTM arithmetic in C, compiled on first use: the sampler's step (lstm_step.c) and the
-recurrence of a bf16 training step (see charrnn.lstm_train) on CPUs with AMX (lstm_amx.c) or
-with AVX512-BF16 and no AMX (lstm_avx512.c, the same design on vector dot products).
+recurrence of a training step (see charrnn.lstm_train): in bf16 on CPUs with AMX (lstm_amx.c) or
+with AVX512-BF16 (lstm_vector.c, the same design on vector dot products), and in fp32 on CPUs
+with AVX2 and FMA (lstm_vector.c built with -DVALUE_FP32).
 
 Stepping one stream through eager PyTorch costs about fifteen tensor operations per
 character, each with its own set-up, on top of reading the weights; the C step does the
@@ -13,12 +14,12 @@ A library is built with the system C compiler (`$CC`, else `cc`) and OpenMP, and
 the user's cache folder under a name that hashes the source and lstm_math.h, the compiler,
 its flags and the CPU, so a changed file or another machine sharing the folder gets its own
 build. When it loads, the library reports its struct layout and block constants
-(`charrnn_step_abi`, `charrnn_amx_abi`, `charrnn_avx512_abi`) and they are compared with the ones this module and
-lstm_train.py use. Anything that goes wrong (no compiler, no OpenMP, an unwritable cache, a
+(`charrnn_step_abi`, `charrnn_amx_abi`, `charrnn_vector_abi`) and they are compared with the ones this
+module and lstm_train.py use. Anything that goes wrong (no compiler, no OpenMP, an unwritable cache, a
 mismatched constant) leaves `library()` returning None and the sampler on the eager step,
-which gives the same distribution; and `amx_library()` or `avx512_library()` None and training
-on `nn.LSTM`, which computes the same function. `CHARRNN_NATIVE=0` turns them all off; `CHARRNN_NATIVE=verbose`
-says on stderr why a library could not be had (silent otherwise).
+which gives the same distribution; and `amx_library()`, `avx512_library()` or `fp32_library()`
+None and training on `nn.LSTM`, which computes the same function. `CHARRNN_NATIVE=0` turns them
+all off; `CHARRNN_NATIVE=verbose` says on stderr why a library could not be had (silent otherwise).
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ from .runtime import _cpu_has, cpu_has_amx_bf16
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
-AVX512_SOURCE = Path(__file__).with_name("lstm_avx512.c")
+VECTOR_SOURCE = Path(__file__).with_name("lstm_vector.c")
+FP32_BUILD = ("-DVALUE_FP32",)  # lstm_vector.c's fp32 build; without it, bf16
 # included by the sources: lstm_math.h by every one, lstm_recurrence.h by the training kernels
 HEADERS = (Path(__file__).with_name("lstm_math.h"), Path(__file__).with_name("lstm_recurrence.h"))
 BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
 # Raised with the C files' ABI_VERSION whenever a function's arguments change.
-STEP_ABI_VERSION, AMX_ABI_VERSION, AVX512_ABI_VERSION = 1, 1, 1
+STEP_ABI_VERSION, AMX_ABI_VERSION, VECTOR_ABI_VERSION = 1, 1, 1
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC")
@@ -101,20 +103,33 @@ def amx_library() -> ctypes.CDLL | None:
 
 @functools.cache
 def avx512_library() -> ctypes.CDLL | None:
-    """lstm_avx512.c's recurrence (lstm_amx.c's, on AVX512-BF16 dot products), on CPUs with
+    """lstm_vector.c's bf16 recurrence (lstm_amx.c's, on AVX512-BF16 dot products), on CPUs with
     AVX512-BF16; else None. lstm_train.py prefers amx_library() where both can be had."""
     if not _cpu_has("avx512_bf16"):
         if verbose():
-            _report(AVX512_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AVX512-BF16")
+            _report(VECTOR_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AVX512-BF16")
         return None
-    return _load(AVX512_SOURCE, _bind_avx512, "bf16 training takes nn.LSTM")
+    return _load(VECTOR_SOURCE, functools.partial(_bind_vector, value_bytes=2), "bf16 training takes nn.LSTM")
 
 
-def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL], fallback: str) -> ctypes.CDLL | None:
+@functools.cache
+def fp32_library() -> ctypes.CDLL | None:
+    """lstm_vector.c's fp32 recurrence (fused multiply-adds), on x86 CPUs with AVX2 and FMA; else
+    None."""
+    if not (_cpu_has("avx2") and _cpu_has("fma3")):
+        if verbose():
+            _report(VECTOR_SOURCE, "fp32 training takes nn.LSTM", "this CPU has no AVX2 and FMA")
+        return None
+    return _load(VECTOR_SOURCE, functools.partial(_bind_vector, value_bytes=4), "fp32 training takes nn.LSTM",
+                 FP32_BUILD)
+
+
+def _load(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL], fallback: str,
+          defines: tuple[str, ...] = ()) -> ctypes.CDLL | None:
     if not enabled():
         return None
     try:
-        return _build_and_bind(source, bind)
+        return _build_and_bind(source, bind, defines)
     except Unusable as why:
         if verbose():
             _report(source, fallback, str(why))
@@ -125,8 +140,10 @@ def _report(source: Path, fallback: str, why: str) -> None:
     print(f"charrnn: cannot use {source.name} ({fallback}): {why}", file=sys.stderr, flush=True)
 
 
-def _build_and_bind(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) -> ctypes.CDLL:
-    """The library from the cache, else built into it, else built privately; Unusable if none."""
+def _build_and_bind(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL],
+                    defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The library from the cache, else built into it, else built privately; Unusable if none.
+    `defines` (compiler flags such as FP32_BUILD) choose a build of the source."""
     name = os.environ.get("CC") or "cc"
     compiler = shutil.which(name)
     if compiler is None:
@@ -134,7 +151,7 @@ def _build_and_bind(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) ->
     missing = [path.name for path in (source, *HEADERS) if not path.is_file()]
     if missing:
         raise Unusable(f"missing from the installed package: {', '.join(missing)}")
-    path = cache_folder() / f"{source.stem}-{_build_key(compiler, source)}.so"
+    path = cache_folder() / f"{source.stem}-{_build_key(compiler, source, defines)}.so"
     try:
         if path.is_file():
             try:
@@ -143,12 +160,12 @@ def _build_and_bind(source: Path, bind: Callable[[ctypes.CDLL], ctypes.CDLL]) ->
                 pass  # damaged: built again below
         try:
             with atomic_path(path) as tmp:
-                _compile(compiler, source, tmp)
+                _compile(compiler, source, tmp, defines)
             return bind(ctypes.CDLL(str(path)))
         except OSError:  # no writable cache: a private build for this process
             with tempfile.TemporaryDirectory() as folder:
                 tmp = Path(folder) / path.name
-                _compile(compiler, source, tmp)
+                _compile(compiler, source, tmp, defines)
                 return bind(ctypes.CDLL(str(tmp)))  # stays mapped once loaded
     except subprocess.CalledProcessError as failed:
         raise Unusable(f"{compiler} exited with status {failed.returncode}:\n{_trimmed(failed.stderr)}") from None
@@ -165,11 +182,11 @@ def _trimmed(stderr: bytes | None) -> str:
     return "\n".join("    " + line for line in lines)
 
 
-def _build_key(compiler: str, source: Path) -> str:
+def _build_key(compiler: str, source: Path, defines: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256(source.read_bytes())
     for header in HEADERS:
         digest.update(b"\0" + header.read_bytes())
-    for part in (compiler, *FLAGS, platform.system(), platform.machine(), _cpu_signature()):
+    for part in (compiler, *FLAGS, *defines, platform.system(), platform.machine(), _cpu_signature()):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:16]
 
@@ -184,8 +201,8 @@ def _cpu_signature() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
-def _compile(compiler: str, source: Path, output: Path) -> None:
-    subprocess.run([compiler, *FLAGS, "-o", str(output), str(source)], check=True, capture_output=True,
+def _compile(compiler: str, source: Path, output: Path, defines: tuple[str, ...] = ()) -> None:
+    subprocess.run([compiler, *FLAGS, *defines, "-o", str(output), str(source)], check=True, capture_output=True,
                    timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
@@ -229,14 +246,15 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int) -> None:
+def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int, **more: int) -> None:
     """Checks and types a training library's ABI function and two kernels, named `prefix`_abi,
-    `prefix`_lstm_forward and `prefix`_lstm_backward (lstm_amx.c and lstm_avx512.c alike)."""
+    `prefix`_lstm_forward and `prefix`_lstm_backward (lstm_amx.c and lstm_vector.c alike);
+    `more` are further ABI values to check."""
     from . import lstm_train  # which imports this module
 
     _check_abi(lib, f"{prefix}_abi", {"version": version, "block": lstm_train.UNIT_BLOCK,
                                       "batch_multiple": lstm_train.BATCH_MULTIPLE,
-                                      "hidden_multiple": lstm_train.HIDDEN_MULTIPLE})
+                                      "hidden_multiple": lstm_train.HIDDEN_MULTIPLE, **more})
     # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
     forward = getattr(lib, f"{prefix}_lstm_forward")
     forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
@@ -247,8 +265,9 @@ def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int) -> None:
     backward.restype = ctypes.c_int
 
 
-def _bind_avx512(lib: ctypes.CDLL) -> ctypes.CDLL:
-    _bind_recurrence(lib, "charrnn_avx512", AVX512_ABI_VERSION)
+def _bind_vector(lib: ctypes.CDLL, value_bytes: int) -> ctypes.CDLL:
+    """lstm_vector.c's build whose values are `value_bytes` wide (2: bf16, 4: fp32)."""
+    _bind_recurrence(lib, "charrnn_vector", VECTOR_ABI_VERSION, value_bytes=value_bytes)
     return lib
 
 

@@ -1,6 +1,7 @@
 """Several corpus files: their order, bad files, the joined cache entry, the state reset at each
 document's start (batcher, model on every path, training), the CLI, and record mode."""
 
+import contextlib
 import json
 import os
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import native, tokens
+from charrnn import lstm_train, tokens
 from charrnn.cli import cli
 from charrnn.config import TrainConfig
 from charrnn.data import StreamBatcher, StreamData, split_for_training
@@ -195,46 +196,46 @@ def test_logits_after_a_reset_are_those_from_a_zero_state(cell):
         assert_resets_are_fresh_starts(model.eval(), 4, 40, 1e-5, torch.no_grad)
 
 
-def amx_context():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def kernel_context(path: str) -> contextlib.AbstractContextManager:
+    """The precision a path trains in: bf16 autocast for the bf16 kernels, none otherwise."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if path == "bf16" else contextlib.nullcontext()
 
 
-needs_amx = pytest.mark.skipif(native.amx_library() is None,
-                               reason="no lstm_amx.c library here (needs AMX-BF16 and a compiler)")
+def kernel_paths() -> list[str]:
+    """The C recurrences this CPU can train through (lstm_train.kernel), by precision."""
+    return [name for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+            if lstm_train.kernel(dtype) is not None]
 
 
-@needs_amx
-def test_amx_path_resets_like_a_zero_state():
+@pytest.mark.parametrize("path", kernel_paths())
+def test_the_kernel_path_resets_like_a_zero_state(path):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=2, hidden=32, dropout=0.0)).train()
     ids = torch.zeros(16, 40, dtype=torch.long)
-    with amx_context():
-        assert model.uses_amx_kernel(ids)
+    with kernel_context(path):
+        assert model.uses_recurrence_kernel(ids)
     # The two runs split the window differently, which could round bf16 products differently;
     # on a Sapphire Rapids VM they agree exactly (a reset that is ignored is off by ~5e-2).
-    assert_resets_are_fresh_starts(model, 16, 40, 1e-2, amx_context)
+    assert_resets_are_fresh_starts(model, 16, 40, 1e-2 if path == "bf16" else 1e-5,
+                                   lambda: kernel_context(path))
 
 
-def amx_or_plain():
-    return ["plain"] + (["amx"] if native.amx_library() is not None else [])
-
-
-@pytest.mark.parametrize("cell,path", [("lstm", p) for p in amx_or_plain()] + [("gru", "plain"), ("rnn", "plain")])
+@pytest.mark.parametrize("cell,path", [("lstm", p) for p in ["plain", *kernel_paths()]]
+                         + [("gru", "plain"), ("rnn", "plain")])
 def test_no_gradient_crosses_a_reset(cell, path):
     torch.manual_seed(0)
-    batch, steps, reset_at = (16, 24, 10) if path == "amx" else (3, 24, 10)
+    batch, steps, reset_at = (3, 24, 10) if path == "plain" else (16, 24, 10)
     model = CharRNN(ModelConfig(vocab_size=9, cell=cell, layers=2, hidden=32, dropout=0.0, weight_drop=0.2)).train()
     # Symbol 0 appears only in row 0, before its reset: nothing scored after the reset may reach it.
     ids = torch.randint(1, 9, (batch, steps), generator=torch.Generator().manual_seed(2))
     ids[0, :reset_at] = 0
     resets = torch.zeros(batch, steps, dtype=torch.bool)
     resets[0, reset_at] = True
-    context = amx_context if path == "amx" else torch.enable_grad
     for mask, crosses in ((resets, False), (None, True)):
         model.zero_grad()
         state = tuple(torch.randn_like(s).requires_grad_() for s in model.initial_state(batch))
-        with context():
-            assert model.uses_amx_kernel(ids) == (path == "amx")
+        with kernel_context(path):
+            assert model.uses_recurrence_kernel(ids) == (path != "plain")
             logits, _ = model(ids, state, resets=mask)
         logits[0, reset_at:].float().sum().backward()
         reached = model.embed.weight.grad[0].abs().max() > 0 or any(s.grad[:, 0].abs().max() > 0 for s in state)

@@ -1,7 +1,11 @@
-"""The CPU training fast paths: the recurrence kernels (charrnn/lstm_amx.c on AMX tiles and
-charrnn/lstm_avx512.c on AVX512-BF16 dot products, through lstm_train.py) against nn.LSTM, and
-the cheap dropout mask (charrnn/dropout.py). Each kernel test runs once per kernel, forced with
-CHARRNN_LSTM_KERNEL, and skips where that kernel's library cannot be had."""
+"""The CPU training fast paths: the recurrence kernels (charrnn/lstm_amx.c on AMX tiles,
+charrnn/lstm_vector.c on AVX512-BF16 dot products and, built for fp32, on AVX2 or AVX-512
+multiply-adds, through lstm_train.py) against nn.LSTM, and the cheap dropout mask
+(charrnn/dropout.py). Each kernel test runs once per kernel, forced with CHARRNN_LSTM_KERNEL, in
+that kernel's precision, and skips where that kernel's library cannot be had."""
+
+import contextlib
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -14,33 +18,52 @@ from charrnn.model import CharRNN, ModelConfig, loss_fn
 from .conftest import torch_threads
 
 NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c",
-              "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_avx512.c"}
-LIBRARY = {"amx": native.amx_library, "avx512": native.avx512_library}
-SOURCE = {"amx": "lstm_amx.c", "avx512": "lstm_avx512.c"}
+              "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_vector.c",
+              "fp32": "needs a CPU with AVX2 and FMA and a C compiler that builds charrnn/lstm_vector.c"}
+LIBRARY = {"amx": native.amx_library, "avx512": native.avx512_library, "fp32": native.fp32_library}
+SOURCE = {"amx": "lstm_amx.c", "avx512": "lstm_vector.c (bf16)", "fp32": "lstm_vector.c (fp32)"}
 
 
-@pytest.fixture(params=["amx", "avx512"])
-def kernel(request, monkeypatch):
-    """Each kernel in turn, forced with CHARRNN_LSTM_KERNEL; its library, or a skip."""
+@dataclass(frozen=True)
+class Forced:
+    """A kernel forced with CHARRNN_LSTM_KERNEL, and how closely it must agree with fp32 nn.LSTM:
+    to bf16's rounding, or (fp32, where only the order of the sums differs) to 1e-5."""
+
+    name: str
+    dtype: torch.dtype
+    tolerance: float
+
+    def precision(self, enabled: bool = True) -> contextlib.AbstractContextManager:
+        """The autocast state this kernel's steps run in (fp32: none); with enabled False, the
+        other precision, which the forced kernel does not take."""
+        bf16 = (self.dtype == torch.bfloat16) == enabled
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+@pytest.fixture(params=["amx", "avx512", "fp32"])
+def kernel(request, monkeypatch) -> Forced:
+    """Each kernel in turn, forced with CHARRNN_LSTM_KERNEL; or a skip where it cannot be had."""
     lib = LIBRARY[request.param]()
     if lib is None:
         pytest.skip(NO_LIBRARY[request.param])
     monkeypatch.setenv(lstm_train.KERNEL_ENV, request.param)
-    assert lstm_train.kernel().source == SOURCE[request.param]
-    return request.param
+    dtype = torch.float32 if request.param == "fp32" else torch.bfloat16
+    assert lstm_train.kernel(dtype).source == SOURCE[request.param]
+    return Forced(request.param, dtype, 1e-5 if request.param == "fp32" else 0.02)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: bool):
-    """Output, final state and gradients of a loss on both, for x [time, batch, inputs]."""
+def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: Forced | None):
+    """Output, final state and gradients of a loss on both, for x [time, batch, inputs], through
+    the forced kernel `by_hand` in its precision, or through fp32 nn.LSTM."""
     core.zero_grad()
     x = x.clone().requires_grad_()
     state = tuple(s.clone().requires_grad_() for s in state)
-    if by_hand:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+    if by_hand is not None:
+        with by_hand.precision():
             out, (h, c) = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
     else:
         out, (h, c) = core(x, state)
@@ -57,19 +80,21 @@ def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: bool):
 @pytest.mark.parametrize("layers,batch,hidden,inputs,thread_count", [
     (1, 16, 32, 32, 1), (2, 80, 64, 48, 2), (2, 32, 96, 96, 3), (3, 16, 64, 64, 2)])
 def test_the_kernels_compute_what_nn_lstm_computes(kernel, layers, batch, hidden, inputs, thread_count):
-    """Outputs, final states and every gradient agree with fp32 nn.LSTM to bf16's rounding
-    (the products are bf16, as under autocast), over a window long enough to compound it."""
+    """Outputs, final states and every gradient agree with fp32 nn.LSTM, over a window long
+    enough to compound rounding: to bf16's rounding for the bf16 kernels (the products are bf16,
+    as under autocast), to 1e-5 for the fp32 one."""
     torch.manual_seed(0)
     core = nn.LSTM(inputs, hidden, layers)
     x = torch.randn(40, batch, inputs)
     state = (torch.randn(layers, batch, hidden) * 0.5, torch.randn(layers, batch, hidden) * 0.5)
     with torch_threads(thread_count):
-        got = run_core(core, x, state, by_hand=True)
-    want = run_core(core, x, state, by_hand=False)
+        got = run_core(core, x, state, by_hand=kernel)
+    assert got[0].dtype == torch.float32
+    want = run_core(core, x, state, by_hand=None)
     for a, b in zip(got[:3], want[:3]):
-        assert (a - b).abs().max().item() < 0.02
+        assert (a - b).abs().max().item() < kernel.tolerance
     for name, grad in want[3].items():
-        assert relative_error(got[3][name], grad) < 0.02, name
+        assert relative_error(got[3][name], grad) < kernel.tolerance, name
 
 
 def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
@@ -80,7 +105,7 @@ def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
     results = []
     for count in (1, 2, 3):
         with torch_threads(count):
-            results.append(run_core(core, x, state, by_hand=True))
+            results.append(run_core(core, x, state, by_hand=kernel))
     for other in results[1:]:
         for a, b in zip(results[0][:3], other[:3]):
             assert torch.equal(a, b)
@@ -94,9 +119,9 @@ def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
     (0, 16, 32, 1), (-1, 16, 32, 1), (4, 8, 32, 1), (4, 24, 32, 1), (4, 0, 32, 1), (4, -16, 32, 1),
     (4, 16, 48, 1), (4, 16, 16, 1), (4, 16, 0, 1), (4, 16, -32, 1), (4, 16, 2 ** 30, 1), (4, 16, 32, 0)])
 def test_the_kernels_refuse_shapes_they_cannot_run(kernel, steps, batch, hidden, threads):
-    """Called through ctypes with such a shape, both kernels return their shape error before
+    """Called through ctypes with such a shape, every kernel returns its shape error before
     touching a buffer (all NULL here)."""
-    chosen = lstm_train.kernel()
+    chosen = lstm_train.kernel(kernel.dtype)
     assert chosen.forward(steps, batch, hidden, threads, *[None] * 9) == lstm_train.UNSUPPORTED_SHAPE
     assert chosen.backward(steps, batch, hidden, threads, *[None] * 11) == lstm_train.UNSUPPORTED_SHAPE
 
@@ -106,10 +131,10 @@ def test_the_kernels_refuse_shapes_they_cannot_run(kernel, steps, batch, hidden,
                "hidden a multiple of 32"),
     (0, 16, 32, "cannot run 0 steps of batch 16"), (4, 16, 48, "cannot run 4 steps of batch 16, hidden 48")])
 def test_a_shape_the_kernel_refuses_is_a_clear_error(kernel, steps, batch, hidden, message):
-    x_gates = torch.zeros(steps, batch, 4 * hidden, dtype=torch.bfloat16)
+    x_gates = torch.zeros(steps, batch, 4 * hidden, dtype=kernel.dtype)
     w_hh, bias, state = torch.zeros(4 * hidden, hidden), torch.zeros(4 * hidden), torch.zeros(batch, hidden)
-    with pytest.raises(ValueError, match=f"{SOURCE[kernel]} {message}"):
-        lstm_train._LSTMLayer.apply(x_gates, None, w_hh, bias, bias, state, state)
+    with pytest.raises(ValueError, match=f"{SOURCE[kernel.name]} {message}".replace("(", r"\(").replace(")", r"\)")):
+        lstm_train._LSTMLayer.apply(x_gates, None, w_hh, bias, bias, state, state, lstm_train.kernel(kernel.dtype))
 
 
 def test_each_kernel_error_code_has_its_own_error():
@@ -120,8 +145,8 @@ def test_each_kernel_error_code_has_its_own_error():
         lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32)
     with pytest.raises(RuntimeError, match="returned -7"):
         lstm_train._check(-7, 4, 16, 32)
-    with pytest.raises(MemoryError, match="lstm_avx512.c could not allocate"):
-        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32, "lstm_avx512.c")
+    with pytest.raises(MemoryError, match="lstm_vector.c could not allocate"):
+        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32, "lstm_vector.c")
 
 
 def test_the_kernels_pass_nan_and_infinity_on_as_nn_lstm_does(kernel):
@@ -134,38 +159,39 @@ def test_the_kernels_pass_nan_and_infinity_on_as_nn_lstm_does(kernel):
     state = (torch.zeros(1, 16, 32), torch.zeros(1, 16, 32))
     with torch.no_grad():
         want, _ = core(x, state)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with kernel.precision():
             got, _ = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
     got = got.float()
     assert want[1:, 3].isnan().all() and not want[:, 5].isnan().any()
     assert torch.equal(got.isnan(), want.isnan())
     finite = ~want.isnan()
-    assert (got[finite] - want[finite]).abs().max().item() < 0.02
+    assert (got[finite] - want[finite]).abs().max().item() < kernel.tolerance
 
 
 def test_the_model_trains_through_the_kernel_only_where_it_fits(kernel):
-    """bf16 training on the CPU takes the kernel's path when the shapes fit the tiles; other
-    shapes, fp32, evaluation and inference fall back to nn.LSTM; both give the same loss."""
+    """Training on the CPU in the kernel's precision takes the kernel's path when the shapes
+    fit; other shapes, the other precision, evaluation and inference fall back to nn.LSTM; both
+    give the same loss."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
     ids = torch.randint(0, 40, (16, 30))
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
-    with bf16:
-        assert model.uses_amx_kernel(ids)
-        assert not model.uses_amx_kernel(ids[:10])  # 10 rows: not a multiple of 16
+    with kernel.precision():
+        assert model.uses_recurrence_kernel(ids)
+        assert not model.uses_recurrence_kernel(ids[:10])  # 10 rows: not a multiple of 16
         by_hand = loss_fn(model(ids)[0], ids)
-    assert not model.uses_amx_kernel(ids)  # fp32
-    with torch.no_grad(), bf16:
-        assert not model.uses_amx_kernel(ids)
+    with kernel.precision(enabled=False):
+        assert not model.uses_recurrence_kernel(ids)
+    with torch.no_grad(), kernel.precision():
+        assert not model.uses_recurrence_kernel(ids)
         fused = loss_fn(model(ids)[0], ids)
     model.eval()
-    with bf16:
-        assert not model.uses_amx_kernel(ids)
-    assert abs(by_hand.item() - fused.item()) < 0.01
+    with kernel.precision():
+        assert not model.uses_recurrence_kernel(ids)
+    assert abs(by_hand.item() - fused.item()) < kernel.tolerance
 
 
 @pytest.mark.parametrize("layers,weight_drop", [(2, 0.0), (3, 0.5)])
-def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, layers, weight_drop):
+def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, monkeypatch, layers, weight_drop):
     """The first layer looks its inputs' projections up by id (lstm_train.input_table), and the
     kernel sums their gradient by symbol: every parameter's gradient, the embedding's and the
     first input weights' included, agrees with the fp32 model through nn.LSTM; with weight drop
@@ -175,18 +201,21 @@ def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, layers, weig
     ids = torch.randint(0, 40, (32, 30))
     grads = {}
     for by_hand in (True, False):
+        if not by_hand:
+            monkeypatch.setenv(lstm_train.KERNEL_ENV, "off")
         model.zero_grad()
         torch.manual_seed(3)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=by_hand):
-            assert model.uses_amx_kernel(ids) == by_hand
+        with kernel.precision() if by_hand else contextlib.nullcontext():
+            assert model.uses_recurrence_kernel(ids) == by_hand
             loss = loss_fn(model(ids[:, :-1])[0], ids[:, 1:])
         loss.backward()
         grads[by_hand] = {name: p.grad.clone() for name, p in model.named_parameters()}
     assert {"embed.weight", "core.weight_ih_l0"} <= set(grads[True])
     for name, want in grads[False].items():
-        assert relative_error(grads[True][name], want) < 0.02, name
+        assert relative_error(grads[True][name], want) < kernel.tolerance, name
     # The kernel reads the table unchecked, so ids outside it are refused first, as nn.Embedding does.
-    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(IndexError, match=r"\[0, 40\)"):
+    monkeypatch.setenv(lstm_train.KERNEL_ENV, kernel.name)
+    with kernel.precision(), pytest.raises(IndexError, match=r"\[0, 40\)"):
         model(ids % 40 + 40 * (ids == 0))
 
 
@@ -194,7 +223,8 @@ def test_weight_drop_reaches_the_recurrent_weights_on_the_kernel_path(kernel):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5))
     ids = torch.randint(0, 40, (16, 20))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with kernel.precision():
+        assert model.uses_recurrence_kernel(ids)
         first = loss_fn(model(ids)[0], ids)
         second = loss_fn(model(ids)[0], ids)
     assert first.item() != second.item()  # a new mask each call

@@ -23,7 +23,7 @@ from charrnn.vocab import Vocabulary
 from .conftest import assert_step_matches_fused
 
 NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
-LIBRARIES = (native.library, native.amx_library, native.avx512_library)  # each memoized
+LIBRARIES = (native.library, native.amx_library, native.avx512_library, native.fp32_library)  # each memoized
 
 
 def clear_libraries():
@@ -43,7 +43,7 @@ def library():
 
 @pytest.fixture
 def fresh_library(tmp_path, monkeypatch):
-    """library(), amx_library() and avx512_library() with their memos cleared and an empty
+    """library() and the training libraries with their memos cleared and an empty
     cache folder; the memos are cleared again after."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     clear_libraries()
@@ -229,10 +229,9 @@ def test_unwritable_cache_builds_privately(tmp_path, monkeypatch):
 
 
 def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, tmp_path):
-    """A mistake in lstm_step.c (or lstm_amx.c on a CPU with AMX, lstm_avx512.c on one with
-    AVX512-BF16) must fail here, not turn
-    the C code's tests into skips: if the compiler builds a trivial OpenMP library with the
-    same flags, it must build ours."""
+    """A mistake in lstm_step.c (or lstm_amx.c on a CPU with AMX, lstm_vector.c's builds on one
+    with AVX512-BF16 or AVX2) must fail here, not turn the C code's tests into skips: if the
+    compiler builds a trivial OpenMP library with the same flags, it must build ours."""
     compiler = shutil.which(os.environ.get("CC") or "cc")
     if compiler is None:
         pytest.skip("no C compiler (cc or $CC) here")
@@ -242,17 +241,21 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
                            capture_output=True)
     if built.returncode != 0:
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
-    sources = ([native.SOURCE] + ([native.AMX_SOURCE] if cpu_has_amx_bf16() else [])
-               + ([native.AVX512_SOURCE] if _cpu_has("avx512_bf16") else []))
-    for source in sources:
-        errors = subprocess.run([compiler, *native.FLAGS, "-Wall", "-Werror", "-o", str(tmp_path / "built.so"),
-                                 str(source)], capture_output=True, text=True)
+    has_fp32 = _cpu_has("avx2") and _cpu_has("fma3")
+    builds = ([(native.SOURCE, ())] + ([(native.AMX_SOURCE, ())] if cpu_has_amx_bf16() else [])
+              + ([(native.VECTOR_SOURCE, ())] if _cpu_has("avx512_bf16") else [])
+              + ([(native.VECTOR_SOURCE, native.FP32_BUILD)] if has_fp32 else []))
+    for source, defines in builds:
+        errors = subprocess.run([compiler, *native.FLAGS, *defines, "-Wall", "-Werror", "-o",
+                                 str(tmp_path / "built.so"), str(source)], capture_output=True, text=True)
         assert errors.returncode == 0, errors.stderr
     assert native.library() is not None
     if cpu_has_amx_bf16():
         assert native.amx_library() is not None
     if _cpu_has("avx512_bf16"):
         assert native.avx512_library() is not None
+    if has_fp32:
+        assert native.fp32_library() is not None
 
 
 def test_every_c_file_native_builds_is_installed_with_the_package():
@@ -261,20 +264,23 @@ def test_every_c_file_native_builds_is_installed_with_the_package():
     parser = configparser.ConfigParser()
     parser.read(Path(native.__file__).parents[1] / "setup.cfg")
     patterns = [p.strip() for p in parser["options.package_data"]["charrnn"].split(",")]
-    for path in (native.SOURCE, native.AMX_SOURCE, native.AVX512_SOURCE, *native.HEADERS):
+    for path in (native.SOURCE, native.AMX_SOURCE, native.VECTOR_SOURCE, *native.HEADERS):
         assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
 def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypatch, compiler):
     """A missing compiler, or one that fails, leaves sampling on the eager step (same API,
-    same text) and bf16 training on nn.LSTM, with nothing left in the cache folder."""
+    same text) and training on nn.LSTM, with nothing left in the cache folder."""
     monkeypatch.setenv("CC", compiler)
     assert native.library() is None
     assert native.amx_library() is None
     assert native.avx512_library() is None
+    assert native.fp32_library() is None
+    model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).train()
+    assert not model.uses_recurrence_kernel(torch.zeros(16, 4))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not CharRNN(ModelConfig(vocab_size=5, hidden=32)).train().uses_amx_kernel(torch.zeros(16, 4))
+        assert not model.uses_recurrence_kernel(torch.zeros(16, 4))
     model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
     assert isinstance(step_cell(model, 1), LSTMStep)
     vocab = Vocabulary.from_text("abcde")
@@ -284,7 +290,7 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
 
 @pytest.fixture
 def rebound():
-    """library(), amx_library() and avx512_library() bound again (from the session's cache) in
+    """library() and the training libraries bound again (from the session's cache) in
     the test, and once more after it."""
     clear_libraries()
     yield
@@ -304,12 +310,13 @@ def test_the_libraries_report_the_layout_and_constants_python_uses(library):
         assert [amx.charrnn_amx_abi(name) for name in (b"version", b"block", b"batch_multiple", b"hidden_multiple",
                                                        b"no such constant")] == [
             native.AMX_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE, -1]
-    avx512 = native.avx512_library()
-    if avx512 is not None:
-        assert [avx512.charrnn_avx512_abi(name) for name in (b"version", b"block", b"batch_multiple",
-                                                             b"hidden_multiple", b"no such constant")] == [
-            native.AVX512_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE,
-            -1]
+    for vector, value_bytes in ((native.avx512_library(), 2), (native.fp32_library(), 4)):
+        if vector is not None:
+            assert [vector.charrnn_vector_abi(name) for name in (b"version", b"block", b"batch_multiple",
+                                                                 b"hidden_multiple", b"value_bytes",
+                                                                 b"no such constant")] == [
+                native.VECTOR_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE,
+                lstm_train.HIDDEN_MULTIPLE, value_bytes, -1]
 
 
 class ReorderedStruct(ctypes.Structure):
@@ -348,21 +355,22 @@ def test_a_step_library_that_disagrees_with_python_is_not_used(library, rebound,
     assert reported in err
 
 
-@pytest.mark.parametrize("kind", ["amx", "avx512"])
+@pytest.mark.parametrize("kind", ["amx", "avx512", "fp32"])
 def test_a_training_library_that_disagrees_with_lstm_train_is_not_used(rebound, monkeypatch, capsys, kind):
-    load = {"amx": native.amx_library, "avx512": native.avx512_library}[kind]
-    source = {"amx": "lstm_amx.c", "avx512": "lstm_avx512.c"}[kind]
+    load = {"amx": native.amx_library, "avx512": native.avx512_library, "fp32": native.fp32_library}[kind]
+    source = {"amx": "lstm_amx.c", "avx512": "lstm_vector.c", "fp32": "lstm_vector.c"}[kind]
+    precision = "fp32" if kind == "fp32" else "bf16"
     if load() is None:
-        pytest.skip(f"needs a CPU with {kind.upper()}-BF16 and a C compiler to build charrnn/{source}")
+        pytest.skip(f"needs a CPU and a C compiler that build charrnn/{source} for {precision} training")
     clear_libraries()
     monkeypatch.setattr(lstm_train, "HIDDEN_MULTIPLE", 64)
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")
     monkeypatch.setenv(lstm_train.KERNEL_ENV, kind)
     assert load() is None
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         assert not lstm_train.usable(16, 64, "cpu")
     err = capsys.readouterr().err
-    assert f"cannot use {source} (bf16 training takes nn.LSTM)" in err
+    assert f"cannot use {source} ({precision} training takes nn.LSTM)" in err
     assert "hidden_multiple 32 (expected 64)" in err
 
 
@@ -393,9 +401,15 @@ def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, c
     assert native.avx512_library() is None
     err = capsys.readouterr().err
     if _cpu_has("avx512_bf16"):
-        assert "cannot use lstm_avx512.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
+        assert "cannot use lstm_vector.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
     else:
-        assert "cannot use lstm_avx512.c (bf16 training takes nn.LSTM): this CPU has no AVX512-BF16" in err
+        assert "cannot use lstm_vector.c (bf16 training takes nn.LSTM): this CPU has no AVX512-BF16" in err
+    assert native.fp32_library() is None
+    err = capsys.readouterr().err
+    if _cpu_has("avx2") and _cpu_has("fma3"):
+        assert "cannot use lstm_vector.c (fp32 training takes nn.LSTM)" in err and "status 4" in err
+    else:
+        assert "cannot use lstm_vector.c (fp32 training takes nn.LSTM): this CPU has no AVX2 and FMA" in err
 
 
 def test_verbose_says_when_there_is_no_compiler(fresh_library, monkeypatch, capsys):
@@ -415,6 +429,7 @@ def test_a_failed_build_is_silent_unless_verbose(fresh_library, tmp_path, monkey
     assert native.library() is None
     assert native.amx_library() is None
     assert native.avx512_library() is None
+    assert native.fp32_library() is None
     assert capfd.readouterr() == ("", "")
 
 

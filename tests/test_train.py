@@ -15,13 +15,13 @@ from charrnn.vocab import Vocabulary
 from .conftest import make_corpus
 
 
-def make_trainer(tmp_path, resume=None, precision=None, hidden=24, **overrides):
+def make_trainer(tmp_path, resume=None, precision=None, hidden=24, dropout=0.1, **overrides):
     text = make_corpus(12_000)
     vocab = Vocabulary.from_text(text)
     settings = dict(batch_size=8, seq_len=32, lr=1e-2, max_steps=40, eval_every=10, save_every=10, seed=3)
     settings.update(overrides)
     config = TrainConfig(**settings)
-    model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=hidden, dropout=0.1)
+    model_config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=hidden, dropout=dropout)
     torch.manual_seed(config.seed)
     model = resume.move_model_to("cpu") if resume else CharRNN(model_config)
     train_tokens, val_tokens = split_for_training(vocab.encode(text), config.val_frac, config.eval_chars,
@@ -173,6 +173,24 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     assert halved.chars == full.chars and halved.loss == pytest.approx(full.loss, abs=0.02)
     resumed = make_trainer(tmp_path, resume=checkpoint.load(tmp_path / "latest.pt"), max_steps=170, eval_every=40)
     assert resumed.step == 160 and resumed.run().step == 170
+
+
+@pytest.mark.skipif(lstm_train.kernel(torch.float32) is None,
+                    reason="no fp32 recurrence library here (needs AVX2 and FMA, and a C compiler)")
+def test_fp32_training_through_the_kernel_follows_nn_lstm(tmp_path, monkeypatch):
+    """fp32 training on a CPU with the fp32 kernel (what `auto` picks where bf16 is not native)
+    takes the same steps as through nn.LSTM: only the order of sums differs, so after 60 steps
+    of the same batches the validation losses agree. (Without dropout: nn.LSTM draws its masks
+    between layers from the generator differently.)"""
+    losses = {}
+    for setting in ("fp32", "off"):
+        monkeypatch.setenv(lstm_train.KERNEL_ENV, setting)
+        trainer = make_trainer(tmp_path / setting, max_steps=60, eval_every=30, batch_size=16, hidden=32,
+                               dropout=0.0)
+        assert trainer.model.train().uses_recurrence_kernel(torch.zeros(16, 4, dtype=torch.long)) == (
+            setting == "fp32")
+        losses[setting] = trainer.run().best_val_loss
+    assert losses["fp32"] == pytest.approx(losses["off"], abs=1e-4)
 
 
 def test_resume_keeps_the_epochs_rotation_and_older_checkpoints_keep_the_unrotated_layout(tmp_path):
