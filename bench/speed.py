@@ -4,10 +4,12 @@ Training: charrnn's own Trainer.train_step against
   - plain loop:    nn.Embedding + fused nn.LSTM + nn.Linear, AdamW, clipping, no framework;
   - per-step loop: nn.LSTM called once per character (how char-rnn.pytorch trains).
 Same model size, batch, sequence length, optimiser, clipping and precision (charrnn's choice
-for the device, --precision to override: bf16 autocast on CUDA GPUs and on CPUs with AMX,
-fp32 elsewhere); after warm-up, one step of
-each loop in turn, in one process; chars/s are from the median step time, and the ratios are
-medians of the ratios of steps timed side by side.
+for the device, --precision to override: bf16 autocast on CUDA GPUs and on CPUs that multiply
+bf16 natively, AMX or AVX512-BF16; fp32 elsewhere). Where that precision is not fp32, the plain
+loop also runs in fp32 (`plain_fp32`, `vs_plain_fp32`): the loop a user would write without
+autocast. The sizes are the default model at the default batch (16 x 64), then 64 x 128 and
+3x512. After warm-up, one step of each loop in turn, in one process; chars/s are from the
+median step time, and the ratios are medians of the ratios of steps timed side by side.
 
 Ceilings, measured here rather than assumed: the matrix products of a training step are
 counted (forward, plus twice that for the backward pass), and this device's matrix-product
@@ -148,10 +150,13 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
         trainer.train_step(x, y)
 
     runners = {"charrnn": charrnn_step}
-    for name, per_step in (("plain", False), ("per-step", True)):
+    loops = [("plain", False, precision), ("per-step", True, precision)]
+    if precision is not None:  # the loop a user would write without autocast, beside the same-precision one
+        loops.append(("plain-fp32", False, None))
+    for name, per_step, loop_precision in loops:
         model = PlainModel(layers, hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-        runners[name] = plain_step_fn(model, opt, device, per_step, precision)
+        runners[name] = plain_step_fn(model, opt, device, per_step, loop_precision)
     for fn in runners.values():  # warm-up: allocator, cuDNN plans, first-call set-up
         fn(x, y)
         fn(x, y)
@@ -159,7 +164,7 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     # this VM's speed drifts by more than the differences measured, within a round too.
     # The per-step loop, many times slower, takes one step per round.
     seconds: dict[str, list[float]] = {name: [] for name in runners}
-    vs_plain, vs_per_step = [], []
+    vs_plain, vs_per_step, vs_plain_fp32 = [], [], []
     for r in range(rounds):
         for i in range(steps):
             names = [n for n in runners if n != "per-step" or i < per_step_steps]
@@ -169,16 +174,19 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
             for n, t in taken.items():
                 seconds[n].append(t)
             vs_plain.append(taken["plain"] / taken["charrnn"])
+            vs_plain_fp32.append(taken.get("plain-fp32", taken["plain"]) / taken["charrnn"])
             if "per-step" in taken:
                 vs_per_step.append(taken["per-step"] / taken["charrnn"])
     c, p, s = (batch * seq / median(seconds[k]) for k in ("charrnn", "plain", "per-step"))
+    p32 = batch * seq / median(seconds["plain-fp32"]) if "plain-fp32" in seconds else p
     flops = train_flops_per_char(layers, hidden)  # what the plain and per-step loops do
     with autocast(device, precision):
         looked_up = lstm_train.usable(batch, hidden, device.type)  # the model takes this path where usable
     own_flops = train_flops_per_char(layers, hidden, first_layer_looked_up=looked_up)
     return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "precision": precision_label(precision),
-            "charrnn": c, "plain": p, "per_step": s,
-            "vs_plain": median(vs_plain), "vs_per_step": median(vs_per_step), "gflops": c * own_flops / 1e9,
+            "charrnn": c, "plain": p, "per_step": s, "plain_fp32": p32,
+            "vs_plain": median(vs_plain), "vs_per_step": median(vs_per_step), "vs_plain_fp32": median(vs_plain_fp32),
+            "gflops": c * own_flops / 1e9,
             "peak_gflops": peak / 1e9, "of_peak": c * own_flops / peak, "ceiling_vs_per_step": peak / (s * flops),
             "first_layer_looked_up": looked_up}
 
@@ -239,7 +247,9 @@ def main() -> None:
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
 
-    sizes = [] if args.sampling_only else [(2, 256, 64, 128), (3, 512, 64, 128)]
+    defaults = TrainConfig()  # the batch a default `charrnn train` takes, then two larger ones
+    sizes = [] if args.sampling_only else [(2, 256, defaults.batch_size, defaults.seq_len), (2, 256, 64, 128),
+                                           (3, 512, 64, 128)]
     if device.type == "cuda" and not args.sampling_only:
         sizes += [(2, 256, 256, 128), (3, 512, 256, 128)]
     peak = matmul_peak(device, precision)
@@ -250,8 +260,9 @@ def main() -> None:
         print(f"trained {training[-1]['size']} batch {batch}", file=sys.stderr)
     if training:
         print(f"\nTraining throughput, chars/s ({device_name(device)}):")
-        print_table(training, ["size", "batch", "seq", "precision", "charrnn", "plain", "per_step", "vs_plain",
-                               "vs_per_step", "gflops", "peak_gflops", "of_peak", "ceiling_vs_per_step"])
+        print_table(training, ["size", "batch", "seq", "precision", "charrnn", "plain", "per_step", "plain_fp32",
+                               "vs_plain", "vs_per_step", "vs_plain_fp32", "gflops", "peak_gflops", "of_peak",
+                               "ceiling_vs_per_step"])
 
     default_layers, default_hidden = (int(v) for v in args.default_size.split("x"))
     cases = dict.fromkeys([(default_layers, default_hidden, 1), (2, 256, 1), (2, 256, 64)])
