@@ -162,6 +162,7 @@ def main() -> None:
             rows.append((f"training vs per-step loop, {where}", "≥ 5×",
                          f"{ratio} (latest: {r['charrnn']:,.0f} vs {r['per_step']:,.0f} chars/s{ceiling})",
                          runs_verdict(same, "vs_per_step", 5), dates, data["device"], cmd))
+    rows += fp32_rows(speed, cpu_runs)
     gpu_speed = load("speed-cuda.json")
     large = [r for r in (gpu_speed or {}).get("training", []) if r["size"] == "3x512"]
     if large:
@@ -204,6 +205,40 @@ def main() -> None:
         print("| " + " | ".join(row) + " |")
     scale_table()
     trials_table()
+
+
+# CPU runs in fp32 (each its own case, never a median with speed-cpu.json's runs): the precision
+# `auto` picks on CPUs that do not multiply bf16 natively, measured here and on an AVX2 stand-in.
+FP32_SPEED = (
+    ("speed-fp32-cpu.json", "`python bench/speed.py --precision fp32`"),
+    ("speed-fp32-avx2-proxy.json", "`bench/avx2.sh python bench/speed.py --precision fp32` (an AVX2 CPU's stand-in: "
+                                   "C code built without AVX-512, oneDNN, MKL and ATen held to AVX2)"),
+)
+FP32_TARGET = 1.5  # issue 24: default training at ≥ 1.5× the plain fp32 loop, in whatever precision auto picks
+
+
+def fp32_rows(speed: dict | None, earlier: list[dict]) -> list[tuple[str, ...]]:
+    """charrnn in auto's precision at the default batch against the plain loop in fp32, and the
+    fp32 runs against the plain fp32 loop."""
+    rows = []
+    for r in (speed or {}).get("training", []):
+        if "vs_plain_fp32" not in r or r["batch"] != 16:
+            continue
+        same = [x for run in earlier for x in run["training"] if same_case(x, r) and "vs_plain_fp32" in x] + [r]
+        rows.append((f"default training ({r['precision']}, what auto picks) vs the plain fp32 loop, {r['size']}, "
+                     f"batch {r['batch']}×{r['seq']}", f"≥ {FP32_TARGET}×",
+                     f"{runs_text(same, 'vs_plain_fp32', '.2f', '×', '×')} (latest: {r['charrnn']:,.0f} vs "
+                     f"{r['plain_fp32']:,.0f} chars/s)", runs_verdict(same, "vs_plain_fp32", FP32_TARGET),
+                     run_dates(speed, earlier), speed["device"], "`python bench/speed.py`"))
+    for name, cmd in FP32_SPEED:
+        data = load(name)
+        for r in (data or {}).get("training", []):
+            rows.append((f"fp32 training vs the plain fp32 loop, {r['size']}, batch {r['batch']}×{r['seq']}",
+                         f"≥ {FP32_TARGET}× at batch 16" if r["batch"] == 16 else "—",
+                         f"{r['vs_plain']:.2f}× ({r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
+                         verdict(r["vs_plain"], FP32_TARGET) if r["batch"] == 16 else "—", data["date"],
+                         data["device"], cmd))
+    return rows
 
 
 def trials_table() -> None:

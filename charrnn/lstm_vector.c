@@ -9,9 +9,9 @@
  *   64-byte line of a block is one K pair of its 16 columns.
  * - fp32 (-DVALUE_FP32): for full-precision training on CPUs with AVX2 and FMA, or AVX-512.
  *   Each product is a fused multiply-add of one left value, broadcast, and a line of 16
- *   columns of the right operand, packed [column blocks of 16][K][16]. It is written with
- *   GCC's vector types, so the compiler emits one AVX-512 instruction per line or two AVX2
- *   ones. Values, saved gates and sums are all fp32: nothing is rounded that nn.LSTM keeps.
+ *   columns of the right operand, packed [column blocks of 16][K][16]: one AVX-512 register
+ *   per line, or two AVX2 ones (-march=native decides). Values, saved gates and sums are all
+ *   fp32: nothing is rounded that nn.LSTM keeps.
  *
  * Either way it is lstm_amx.c's design, arguments and packed block order, with each tile product
  * replaced by a register block: see lstm_amx.c for the recurrence, the threads' split of the
