@@ -8,7 +8,8 @@
 # three back ends are held to AVX2: oneDNN (nn.LSTM, bf16 products), MKL (fp32 torch.mm) and
 # ATen's own vectorised kernels. What it cannot change: the caches, the memory and the clock of
 # this CPU, and what `lscpu` reports, so `--precision auto` still sees AVX512-BF16 here (pass
-# --precision fp32, which is what auto picks on an AVX2 CPU).
+# --precision fp32, which is what auto picks on an AVX2 CPU). bf16 `nn.LSTM` fails under it:
+# torch reads the real CPU's flags and asks oneDNN for an AVX-512 bf16 LSTM it may not build.
 set -euo pipefail
 folder=$(mktemp -d)
 trap 'rm -rf "$folder"' EXIT

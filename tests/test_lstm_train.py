@@ -98,7 +98,10 @@ def test_the_kernels_compute_what_nn_lstm_computes(kernel, layers, batch, hidden
 
 
 def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
-    """Threads split the hidden units, never a sum: any count gives the same bits."""
+    """Threads split the hidden units, never a sum: any count gives the same bits for what the
+    kernel computes (outputs, states, the gradients of h0 and c0). The gradients of x and of the
+    weights come from whole-window torch.mm products, whose sums a BLAS may split by thread
+    (MKL's fp32 products on AVX2 do): those agree to rounding."""
     torch.manual_seed(1)
     core = nn.LSTM(64, 64, 2)
     x, state = torch.randn(12, 32, 64), (torch.zeros(2, 32, 64), torch.zeros(2, 32, 64))
@@ -109,8 +112,10 @@ def test_kernel_results_do_not_depend_on_the_thread_count(kernel):
     for other in results[1:]:
         for a, b in zip(results[0][:3], other[:3]):
             assert torch.equal(a, b)
-        for name in ("x", "h0", "c0", "weight_hh_l0", "weight_hh_l1"):
+        for name in ("h0", "c0"):
             assert torch.equal(results[0][3][name], other[3][name]), name
+        for name in ("x", "weight_hh_l0", "weight_hh_l1", "weight_ih_l1"):
+            assert relative_error(other[3][name], results[0][3][name]) < 1e-6, name
 
 
 # Shapes the tiles cannot run: no steps, batch not a positive multiple of 16, hidden not a
