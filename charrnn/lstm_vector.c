@@ -180,7 +180,7 @@ int charrnn_vector_lstm_forward(int steps, int batch, int hidden, int threads, c
 
 /* dh_rec's columns [u0, u0 + n) for rows [m0, m0 + ROWS) = those rows of the step's gate
  * gradients @ W_hh's packed column blocks, COLS blocks at a time. */
-_Static_assert((COLS == 1 || COLS == 2) && TILE % ROWS == 0, "backward_product's remainder and the batch multiple");
+_Static_assert(4 % COLS == 0 && TILE % ROWS == 0, "forward's gates in groups of COLS, and the batch multiple");
 static void backward_product(const value_t *step_gates, size_t G, const value_t *w_packed, size_t u0, int n,
                              size_t m0, float *dh_rec, size_t H) {
     const value_t *a = step_gates + m0 * G;
@@ -190,7 +190,7 @@ static void backward_product(const value_t *step_gates, size_t G, const value_t 
     int block = 0;
     for (; block + COLS <= blocks; block += COLS)
         dp_product(a, G, b + (size_t)block * TILE * G, TILE * G, COLS, (int)G, out + block * TILE, H, TILE);
-    if (block < blocks) /* an odd block, when COLS is 2 */
+    for (; block < blocks; block++) /* blocks beyond a multiple of COLS, one at a time */
         dp_product(a, G, b + (size_t)block * TILE * G, TILE * G, 1, (int)G, out + block * TILE, H, TILE);
 }
 
