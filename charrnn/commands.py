@@ -15,9 +15,9 @@ from typing import TextIO
 
 import torch
 
-from . import checkpoint, distributed, tokens
+from . import checkpoint, distributed, lstm_train, tokens
 from .beam import beam_search
-from .config import TrainConfig, TrainJob, new_run_configs, resumed_configs
+from .config import ModelConfig, TrainConfig, TrainJob, new_run_configs, resumed_configs
 from .corpus import build, write_output
 from .data import StreamData, split_for_training
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
@@ -157,12 +157,28 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
     what = f"{len(data.train_records):,} records" if isinstance(data, RecordData) else f"{len(corpus):,} chars"
     if len(corpus.documents) > 1:
         what += f" of {len(corpus.documents):,} files"
+    recurrence = _recurrence(model_config, config, world, device, precision, isinstance(data, RecordData))
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {what}, {len(vocab.chars)} symbols, "
-        f"device {device.type}{ranks}, {precision_label(precision)}"
+        f"device {device.type}{ranks}, {precision_label(precision)}{recurrence}"
         + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
     log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
     return _run(trainer, job.checkpoint_dir, quiet, world.is_main, job.tensorboard)
+
+
+def _recurrence(model_config: ModelConfig, config: TrainConfig, world: distributed.World, device: torch.device,
+                precision: torch.dtype | None, records: bool) -> str:
+    """", recurrence lstm_amx.c" (or another library) when this run's steps take a C recurrence
+    (lstm_train.py) rather than nn.LSTM; record batches vary in rows, so only those whose rows
+    are a multiple of 16 do."""
+    rows = config.batch_size // world.size
+    if model_config.cell != "lstm":
+        return ""
+    chosen = lstm_train.kernel_for(lstm_train.BATCH_MULTIPLE if records else rows, model_config.hidden,
+                                   device.type, precision or torch.float32)
+    if chosen is None:
+        return ""
+    return f", recurrence {chosen.source}" + (" (batches of a multiple of 16 rows)" if records else "")
 
 
 def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool, tensorboard: Path | None = None) -> int:

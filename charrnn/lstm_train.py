@@ -88,8 +88,14 @@ def kernel(dtype: torch.dtype | None = torch.bfloat16) -> Kernel | None:
 
 def usable(batch: int, hidden: int, device_type: str) -> bool:
     """Whether a step of this shape, in the current autocast state, can train here."""
-    return (device_type == "cpu" and batch % BATCH_MULTIPLE == 0 and hidden % HIDDEN_MULTIPLE == 0
-            and kernel(step_dtype()) is not None)
+    return kernel_for(batch, hidden, device_type, step_dtype()) is not None
+
+
+def kernel_for(batch: int, hidden: int, device_type: str, dtype: torch.dtype | None) -> Kernel | None:
+    """The library a training step of this shape with values in `dtype` takes, or None for nn.LSTM."""
+    if device_type != "cpu" or batch % BATCH_MULTIPLE or hidden % HIDDEN_MULTIPLE:
+        return None
+    return kernel(dtype)
 
 
 def step_dtype() -> torch.dtype | None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import __version__, checkpoint
+from charrnn import __version__, checkpoint, lstm_train
 from charrnn.cli import cli, parse_duration
 
 from .conftest import TINY, torch_threads
@@ -186,6 +186,27 @@ def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):
     assert figures["bf16"]["loss"] == pytest.approx(figures["fp32"]["loss"], abs=0.02)
     bad = invoke("eval", str(corpus_file), "--checkpoint", str(ckpt), "--precision", "fp16")
     assert bad.exit_code == 2 and "fp16" in bad.stderr
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_says_which_recurrence_its_steps_take(tmp_path, corpus_file, monkeypatch, precision):
+    """The first line names the C recurrence (lstm_train.kernel) when the batch and hidden size
+    fit it, and nothing when nn.LSTM runs: another shape, or CHARRNN_LSTM_KERNEL=off."""
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    chosen = lstm_train.kernel(dtype)
+    runs = {"fits": ("--batch-size", "16", "--hidden", "32"), "other shape": ("--batch-size", "8", "--hidden", "32"),
+            "off": ("--batch-size", "16", "--hidden", "32")}
+    for name, shape in runs.items():
+        if name == "off":
+            monkeypatch.setenv(lstm_train.KERNEL_ENV, "off")
+        trained = invoke("train", str(corpus_file), "--checkpoint-dir", str(tmp_path / name), "--max-steps", "2",
+                         "--precision", precision, "--layers", "1", *shape)
+        first = trained.stderr.splitlines()[0]
+        assert trained.exit_code == 0 and f"device cpu, {precision}" in first, trained.output
+        if name == "fits" and chosen is not None:
+            assert first.endswith(f", recurrence {chosen.source}")
+        else:
+            assert "recurrence" not in first
 
 
 def test_threads_option_sets_torchs_threads_for_sample_and_eval(trained_dir, corpus_file, monkeypatch):
