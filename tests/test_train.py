@@ -9,7 +9,7 @@ from charrnn.data import StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.trainer import Trainer
+from charrnn.trainer import Trainer, adamw
 from charrnn.vocab import Vocabulary
 
 from .conftest import make_corpus
@@ -191,6 +191,26 @@ def test_fp32_training_through_the_kernel_follows_nn_lstm(tmp_path, monkeypatch)
             setting == "fp32")
         losses[setting] = trainer.run().best_val_loss
     assert losses["fp32"] == pytest.approx(losses["off"], abs=1e-4)
+
+
+def test_the_optimizer_is_torchs_fused_adamw_where_it_has_one(monkeypatch):
+    """One pass over the weights on the CPU (torch >= 2.4); a torch that refuses fused=True for
+    the device gets the plain AdamW with the same settings."""
+    weights = [torch.nn.Parameter(torch.randn(4, 3))]
+    config = TrainConfig(lr=3e-3, weight_decay=0.2)
+    fused = adamw(weights, config, torch.device("cpu"))
+    assert fused.defaults["fused"] and fused.defaults["lr"] == 3e-3 and fused.defaults["weight_decay"] == 0.2
+    assert not adamw(weights, config, torch.device("mps")).defaults["fused"]  # not one of FUSED_ADAMW_DEVICES
+    real = torch.optim.AdamW
+
+    def refusing(params, fused=None, **settings):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **settings)
+
+    monkeypatch.setattr(torch.optim, "AdamW", refusing)
+    plain = adamw(weights, config, torch.device("cpu"))
+    assert not plain.defaults["fused"] and plain.defaults["betas"] == (0.9, 0.99)
 
 
 def test_resume_keeps_the_epochs_rotation_and_older_checkpoints_keep_the_unrotated_layout(tmp_path):
