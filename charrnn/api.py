@@ -1,7 +1,8 @@
 """charrnn from Python: load a checkpoint, generate, stream, score, beam-search; train a model.
 
-Every call goes through the functions the command line calls (charrnn/commands.py), with the
-same defaults (`commands.SampleJob` and `commands.EvalJob` for sampling and scoring, the fields
+Every call goes through the functions the command line calls (charrnn/commands.py and
+charrnn/generate.py), with the same defaults (`generate.SampleJob` and `commands.EvalJob` for
+sampling and scoring, the fields
 of `config.ModelConfig` and `config.TrainConfig` for training), so the same seed gives the same
 text as `charrnn sample`. Nothing is written to stdout; progress goes to stderr, and only when
 asked for. Errors are charrnn's own types (charrnn.errors: CharrnnError, CheckpointError,
@@ -19,8 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import Field, dataclass, replace
 from pathlib import Path
 
-from . import checkpoint, commands
-from .commands import EvalJob, RecordDraws, SampleJob
+from . import checkpoint, commands, generate
+from .commands import EvalJob
 from .config import (
     DEFAULT_CHECKPOINT_DIR,
     Bounds,
@@ -30,6 +31,7 @@ from .config import (
     option_fields,
     parse_duration,
 )
+from .generate import RecordDraws, SampleJob
 from .runtime import pick_device
 from .sample import SamplingOptions
 from .writer import sample_pieces, sample_texts
@@ -107,7 +109,7 @@ class Model:
         Record models: a list of n (default 1) complete records that start with `prime`;
         `length` caps a record's new characters. `novel` keeps only records that are not in the
         training corpus, `unique` no record twice; both give up after
-        `commands.DRAWS_PER_RECORD` draws per record asked for, and then the list is shorter
+        `generate.DRAWS_PER_RECORD` draws per record asked for, and then the list is shorter
         (with a RuntimeWarning).
 
         `temperature` 0 always takes the likeliest character; `top_k`, `top_p` filter the
@@ -117,7 +119,7 @@ class Model:
         """
         job = self._job(prime, length, n, temperature, top_k, top_p, seed, stop, echo_prime, novel, unique, beam)
         if beam is not None:
-            return commands.likeliest(commands.sampler_for(self._ckpt), job)
+            return generate.likeliest(generate.sampler_for(self._ckpt), job)
         pieces = self._pieces(job)
         if self.record_separator is not None:
             return list(pieces)
@@ -154,7 +156,7 @@ class Model:
         divides the logits (0 counts as 1, as in the CLI).
         """
         job = self._job(prime, length, None, temperature, None, None, None, None, echo_prime, False, False, k)
-        return commands.likeliest(commands.sampler_for(self._ckpt), job)
+        return generate.likeliest(generate.sampler_for(self._ckpt), job)
 
     def score(self, text: str | None = None, *, path: PathLike | None = None, encoding: str = EvalJob.encoding,
               skip_unknown: bool = EvalJob.skip_unknown, streams: int = EvalJob.streams,
@@ -204,16 +206,16 @@ class Model:
         job = SampleJob(checkpoint=str(self.path), options=SamplingOptions(temperature, top_k, top_p), length=length,
                         prime=prime, echo_prime=echo_prime, num_samples=SampleJob.num_samples if n is None else n,
                         seed=seed, stop=stop, novel=novel, unique=unique, beam=beam)
-        commands.check_sample_job(self._ckpt, job)
+        generate.check_sample_job(self._ckpt, job)
         return job
 
     def _pieces(self, job: SampleJob) -> Iterable[str]:
         """Record models: an iterator of the records. Stream models: an iterator of one sample's
         pieces, or the list of several samples. The prime is checked before this returns."""
-        sampler = commands.sampler_for(self._ckpt)
+        sampler = generate.sampler_for(self._ckpt)
         if self.record_separator is not None:
-            return _records(RecordDraws(sampler, job, commands.known_records(self._ckpt, job)))
-        prime, echo_prime, ids = commands.stream_ids(sampler, job)
+            return _records(RecordDraws(sampler, job, generate.known_records(self._ckpt, job)))
+        prime, echo_prime, ids = generate.stream_ids(sampler, job)
         chars = sampler.vocab.chars
         if job.num_samples == 1:
             return sample_pieces(ids, chars, prime if echo_prime else "", job.stop)

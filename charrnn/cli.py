@@ -282,7 +282,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
       charrnn sample -n 20 --novel --prime ka      # a record model: 20 new names
       charrnn sample --beam 5 --prime ka           # the 5 likeliest
     """
-    from . import commands
+    from . import generate
     from .sample import SamplingOptions
 
     if prime is not None and prime_file is not None:
@@ -297,13 +297,13 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
         raise click.BadParameter("must not be empty", param_hint="--stop")
     if prime == "":
         raise click.BadParameter("must not be empty", param_hint="--prime")
-    job = commands.SampleJob(
+    job = generate.SampleJob(
         checkpoint=checkpoint_path or checkpoint_dir, options=SamplingOptions(temperature, top_k, top_p),
         length=length, prime=prime, echo_prime=not no_echo_prime, num_samples=num_samples, seed=seed, stop=stop,
         separator=separator, novel=novel, unique=unique, beam=beam, as_json=as_json,
     )
     with writing_product():
-        commands.sample(job, sys.stdout)
+        generate.sample(job, sys.stdout)
 
 
 # ---- eval ---------------------------------------------------------------------------------
