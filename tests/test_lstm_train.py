@@ -52,6 +52,45 @@ def kernel(request, monkeypatch) -> Forced:
     return Forced(request.param, dtype, 1e-5 if request.param == "fp32" else 0.02)
 
 
+class FakeLibrary:
+    """Stands in for a loaded training library: its entry points are named after it."""
+
+    def __init__(self, prefix: str):
+        setattr(self, f"{prefix}_lstm_forward", f"{prefix} forward")
+        setattr(self, f"{prefix}_lstm_backward", f"{prefix} backward")
+
+
+@pytest.mark.parametrize("setting,has_amx,dtype,expected", [
+    ("auto", True, torch.bfloat16, "lstm_amx.c"),
+    ("auto", False, torch.bfloat16, "lstm_vector.c (bf16)"),  # AVX512-BF16 without AMX: AMD Zen 4
+    ("auto", True, torch.float32, "lstm_vector.c (fp32)"),
+    ("auto", True, torch.float16, None),
+    ("nonsense", False, torch.bfloat16, "lstm_vector.c (bf16)"),  # read as auto
+    ("amx", False, torch.bfloat16, None),
+    ("amx", True, torch.float32, None),
+    ("avx512", True, torch.bfloat16, "lstm_vector.c (bf16)"),
+    ("fp32", True, torch.bfloat16, None),
+    ("fp32", True, torch.float32, "lstm_vector.c (fp32)"),
+    ("off", True, torch.float32, None),
+    ("off", True, torch.bfloat16, None),
+])
+def test_which_library_a_step_takes(monkeypatch, setting, has_amx, dtype, expected):
+    """lstm_train.kernel's choice for each CHARRNN_LSTM_KERNEL setting and step dtype, with the
+    libraries stood in for, so that every CPU's choice is checked on any CPU."""
+    monkeypatch.setattr(native, "amx_library", lambda: FakeLibrary("charrnn_amx") if has_amx else None)
+    monkeypatch.setattr(native, "avx512_library", lambda: FakeLibrary("charrnn_vector"))
+    monkeypatch.setattr(native, "fp32_library", lambda: FakeLibrary("charrnn_vector"))
+    monkeypatch.setenv(lstm_train.KERNEL_ENV, setting)
+    chosen = lstm_train.kernel(dtype)
+    assert (chosen and chosen.source) == expected
+    if chosen is not None:
+        assert chosen.dtype == dtype
+        assert chosen.forward.startswith("charrnn_amx" if expected == "lstm_amx.c" else "charrnn_vector")
+    assert lstm_train.kernel_for(16, 32, "cpu", dtype) == chosen
+    assert lstm_train.kernel_for(8, 32, "cpu", dtype) is None and lstm_train.kernel_for(16, 48, "cpu", dtype) is None
+    assert lstm_train.kernel_for(16, 32, "cuda", dtype) is None
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
