@@ -6,6 +6,7 @@ The commands are the README's "Training on several GPUs or machines" commands wi
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,19 @@ RUN = ["--device", "cpu", "--precision", "fp32", "--layers", "1", "--hidden", "3
 TOLERANCE = 1e-5
 
 
+# gloo's rare abort as a rank exits, after the run's work (docs/experiments.md, "Distributed
+# runs": cause unknown). The checkpoints the test then compares show whether the run finished.
+EXIT_ABORT = "terminate called without an active exception"
+
+
 def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", str(nproc), "-m", "charrnn", *args]
     proc = subprocess.run(command, capture_output=True, cwd=cwd, env=charrnn_env(), timeout=240)
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    stderr = proc.stderr.decode()
+    if proc.returncode != 0 and stderr.count(EXIT_ABORT) == 1 and "exitcode  : -6" in stderr:
+        warnings.warn(f"a rank aborted at exit under gloo ({EXIT_ABORT!r}); its checkpoints are checked below")
+        return proc
+    assert proc.returncode == 0, stderr[-3000:]
     return proc
 
 
