@@ -108,8 +108,7 @@ static inline void tile_product(const uint16_t *a, size_t a_stride, int count, c
 /* In a thread of a kernel's parallel region: its units, a scratch buffer of floats_per_unit
  * floats per unit, and its tile configuration. NULL if the buffer cannot be had. */
 static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *n) {
-    my_units(hidden, u0, n);
-    float *scratch = malloc(sizeof(float) * floats_per_unit * (size_t)(*n > 0 ? *n : 1));
+    float *scratch = thread_share(hidden, floats_per_unit, u0, n);
     if (scratch != NULL)
         configure_tiles();
     return scratch;
@@ -130,7 +129,7 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
                              const float *c0, uint16_t *acts, float *c, uint16_t *h) {
     if (!shape_supported(steps, batch, hidden, threads))
         return UNSUPPORTED_SHAPE;
-    const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
+    const size_t H = (size_t)hidden, B = (size_t)batch;
     const int row_tiles = batch / TILE;
     int failed = 0;
     #pragma omp parallel num_threads(threads) reduction(|:failed)
@@ -141,7 +140,6 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
         failed = pre == NULL;
         for (int t = 0; t < steps; t++) {
             const uint16_t *h_prev = t > 0 ? h + (size_t)(t - 1) * B * H : h0;
-            const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
             for (int block = 0; block < n / TILE && !failed; block++)
                 for (int g = 0; g < 4; g++)
                     for (int m0 = 0; m0 < row_tiles; m0 += GROUP)
@@ -150,15 +148,8 @@ int charrnn_amx_lstm_forward(int steps, int batch, int hidden, int threads, cons
                                      w_packed + ((size_t)g * H + u0 + (size_t)block * TILE) * H, hidden,
                                      pre + ((size_t)g * B + (size_t)m0 * TILE) * n + (size_t)block * TILE,
                                      (size_t)n * sizeof(float));
-            for (size_t b = 0; b < B && !failed; b++) {
-                const size_t row = (size_t)t * B + b;
-                float *rows[4] = {pre + b * n, pre + (B + b) * n, pre + (2 * B + b) * n, pre + (3 * B + b) * n};
-                const uint16_t *inputs = x_gates + (ids != NULL ? (size_t)ids[row] : row) * G;
-                forward_units(H, n, rows[0], rows[1], rows[2], rows[3], inputs + u0, bias + u0,
-                              c_prev + b * H + u0, c + row * H + u0, h + row * H + u0);
-                for (int g = 0; g < 4; g++)
-                    store_acts(acts + row * G + g * H + u0, rows[g], n);
-            }
+            if (!failed)
+                forward_step_units(t, B, H, u0, n, pre, x_gates, ids, bias, c0, acts, c, h);
             #pragma omp barrier
         }
         if (!failed)

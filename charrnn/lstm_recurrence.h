@@ -1,6 +1,7 @@
 /* What the training kernels (lstm_amx.c, and lstm_vector.c in both its builds) share besides
  * their products: the shapes they run, the value types and their conversions, each thread's
- * share of the hidden units and the gate arithmetic of a time step (forward and backward), so
+ * share of the hidden units and its scratch, and the gate arithmetic of a time step (forward and
+ * backward), so
  * that every kernel computes the same function line for line. Each includes it after defining
  * TILE (units per block) and KSTEP (the hidden multiple), and VALUE_FP32 for fp32 training.
  *
@@ -15,6 +16,7 @@
 #include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lstm_math.h" /* the gates' sigmoid and tanh, shared with lstm_step.c */
@@ -131,6 +133,33 @@ static inline void backward_units(size_t H, int n, const float *restrict acts, c
             d_input[3 * H + j] += d_o;
         }
         dc[j] = dcell * f;
+    }
+}
+
+/* In a thread of a kernel's parallel region: its units and a scratch buffer of floats_per_unit
+ * floats per unit. NULL if the buffer cannot be had. */
+static float *thread_share(int hidden, size_t floats_per_unit, size_t *u0, int *n) {
+    my_units(hidden, u0, n);
+    return malloc(sizeof(float) * floats_per_unit * (size_t)(*n > 0 ? *n : 1));
+}
+
+/* Forward's gate arithmetic of time step t for a thread's units [u0, u0 + n), every row of the
+ * batch, once its products are in `pre` ([4][batch][n], gate by gate): the activated gates
+ * (kept in acts), c and h. The inputs' projections are x_gates' row of the step or, with ids,
+ * the table's row each id names. */
+static inline void forward_step_units(int t, size_t B, size_t H, size_t u0, int n, float *pre,
+                                      const value_t *x_gates, const int64_t *ids, const float *bias,
+                                      const float *c0, act_t *acts, float *c, value_t *h) {
+    const size_t G = 4 * H;
+    const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
+    for (size_t b = 0; b < B; b++) {
+        const size_t row = (size_t)t * B + b;
+        float *rows[4] = {pre + b * n, pre + (B + b) * n, pre + (2 * B + b) * n, pre + (3 * B + b) * n};
+        const value_t *inputs = x_gates + (ids != NULL ? (size_t)ids[row] : row) * G;
+        forward_units(H, n, rows[0], rows[1], rows[2], rows[3], inputs + u0, bias + u0, c_prev + b * H + u0,
+                      c + row * H + u0, h + row * H + u0);
+        for (int g = 0; g < 4; g++)
+            store_acts(acts + row * G + g * H + u0, rows[g], n);
     }
 }
 

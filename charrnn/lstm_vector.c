@@ -129,13 +129,6 @@ static inline __attribute__((always_inline)) void dp_product(const value_t *rest
                 store_acc(out + r * out_row + j * out_col + v * LANES, acc[r][j * VECS + v]);
 }
 
-/* In a thread of a kernel's parallel region: its units and a scratch buffer of
- * floats_per_unit floats per unit. NULL if the buffer cannot be had. */
-static float *start_thread(int hidden, size_t floats_per_unit, size_t *u0, int *n) {
-    my_units(hidden, u0, n);
-    return malloc(sizeof(float) * floats_per_unit * (size_t)(*n > 0 ? *n : 1));
-}
-
 /* As charrnn_amx_lstm_forward (lstm_amx.c), which documents the arguments, with values of
  * value_t and saved gates of act_t (lstm_recurrence.h): x_gates [steps][batch][4H] or, with ids
  * [steps][batch], the table whose rows they index; w_packed: W_hh^T packed, K = hidden; h0
@@ -146,31 +139,23 @@ int charrnn_vector_lstm_forward(int steps, int batch, int hidden, int threads, c
                                 const value_t *h0, const float *c0, act_t *acts, float *c, value_t *h) {
     if (!shape_supported(steps, batch, hidden, threads))
         return UNSUPPORTED_SHAPE;
-    const size_t H = (size_t)hidden, G = 4 * H, B = (size_t)batch;
+    const size_t H = (size_t)hidden, B = (size_t)batch;
     int failed = 0;
     #pragma omp parallel num_threads(threads) reduction(|:failed)
     {
         size_t u0;
         int n;
-        float *pre = start_thread(hidden, 4 * B, &u0, &n); /* [4][batch][n] */
+        float *pre = thread_share(hidden, 4 * B, &u0, &n); /* [4][batch][n] */
         failed = pre == NULL;
         for (int t = 0; t < steps; t++) {
             const value_t *h_prev = t > 0 ? h + (size_t)(t - 1) * B * H : h0;
-            const float *c_prev = t > 0 ? c + (size_t)(t - 1) * B * H : c0;
             for (int block = 0; block < n / TILE && !failed; block++)
                 for (size_t g = 0; g < 4; g += COLS) /* the block's gates, COLS at a time */
                     for (size_t m0 = 0; m0 < B; m0 += ROWS)
                         dp_product(h_prev + m0 * H, H, w_packed + (g * H + u0 + (size_t)block * TILE) * H, H * H, COLS,
                                    hidden, pre + (g * B + m0) * n + (size_t)block * TILE, (size_t)n, B * n);
-            for (size_t b = 0; b < B && !failed; b++) {
-                const size_t row = (size_t)t * B + b;
-                float *rows[4] = {pre + b * n, pre + (B + b) * n, pre + (2 * B + b) * n, pre + (3 * B + b) * n};
-                const value_t *inputs = x_gates + (ids != NULL ? (size_t)ids[row] : row) * G;
-                forward_units(H, n, rows[0], rows[1], rows[2], rows[3], inputs + u0, bias + u0,
-                              c_prev + b * H + u0, c + row * H + u0, h + row * H + u0);
-                for (int g = 0; g < 4; g++)
-                    store_acts(acts + row * G + g * H + u0, rows[g], n);
-            }
+            if (!failed)
+                forward_step_units(t, B, H, u0, n, pre, x_gates, ids, bias, c0, acts, c, h);
             #pragma omp barrier
         }
         free(pre);
@@ -211,7 +196,7 @@ int charrnn_vector_lstm_backward(int steps, int batch, int hidden, int threads, 
     {
         size_t u0;
         int n;
-        float *gates = start_thread(hidden, 4, &u0, &n); /* one row's, fp32 */
+        float *gates = thread_share(hidden, 4, &u0, &n); /* one row's, fp32 */
         failed = gates == NULL;
         for (int t = steps - 1; t >= 0; t--) {
             if (!failed)
