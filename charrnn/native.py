@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_path
-from .runtime import _cpu_has, cpu_has_amx_bf16
+from .runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
@@ -116,7 +116,7 @@ def avx512_library() -> ctypes.CDLL | None:
 def fp32_library() -> ctypes.CDLL | None:
     """lstm_vector.c's fp32 recurrence (fused multiply-adds), on x86 CPUs with AVX2 and FMA; else
     None."""
-    if not (_cpu_has("avx2") and _cpu_has("fma3")):
+    if not cpu_has_avx2_fma():
         if verbose():
             _report(VECTOR_SOURCE, "fp32 training takes nn.LSTM", "this CPU has no AVX2 and FMA")
         return None

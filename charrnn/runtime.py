@@ -92,6 +92,11 @@ def cpu_has_amx_bf16() -> bool:
     return _cpu_has("amx_bf16")
 
 
+def cpu_has_avx2_fma() -> bool:
+    """Whether this CPU has AVX2 and FMA, which charrnn/lstm_vector.c's fp32 build needs."""
+    return _cpu_has("avx2") and _cpu_has("fma3")
+
+
 def _cpu_has(feature: str) -> bool:
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch: assume not
     return bool(capabilities is not None and capabilities().get(feature))

@@ -15,7 +15,7 @@ import torch
 
 from charrnn import lstm_train, native
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.runtime import _cpu_has, cpu_has_amx_bf16
+from charrnn.runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
 from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
@@ -241,7 +241,7 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
                            capture_output=True)
     if built.returncode != 0:
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
-    has_fp32 = _cpu_has("avx2") and _cpu_has("fma3")
+    has_fp32 = cpu_has_avx2_fma()
     builds = ([(native.SOURCE, ())] + ([(native.AMX_SOURCE, ())] if cpu_has_amx_bf16() else [])
               + ([(native.VECTOR_SOURCE, ())] if _cpu_has("avx512_bf16") else [])
               + ([(native.VECTOR_SOURCE, native.FP32_BUILD)] if has_fp32 else []))
@@ -406,7 +406,7 @@ def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, c
         assert "cannot use lstm_vector.c (bf16 training takes nn.LSTM): this CPU has no AVX512-BF16" in err
     assert native.fp32_library() is None
     err = capsys.readouterr().err
-    if _cpu_has("avx2") and _cpu_has("fma3"):
+    if cpu_has_avx2_fma():
         assert "cannot use lstm_vector.c (fp32 training takes nn.LSTM)" in err and "status 4" in err
     else:
         assert "cannot use lstm_vector.c (fp32 training takes nn.LSTM): this CPU has no AVX2 and FMA" in err
