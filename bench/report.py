@@ -17,6 +17,7 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, model_name  # noqa: E402
+from charrnn.config import TrainConfig  # noqa: E402
 
 
 def load(name: str) -> dict | None:
@@ -215,6 +216,7 @@ FP32_SPEED = (
                                    "C code built without AVX-512, oneDNN, MKL and ATen held to AVX2)"),
 )
 FP32_TARGET = 1.5  # issue 24: default training at ≥ 1.5× the plain fp32 loop, in whatever precision auto picks
+DEFAULT_BATCH = TrainConfig().batch_size  # the target's batch: a default `charrnn train`'s
 
 
 def fp32_rows(speed: dict | None, earlier: list[dict]) -> list[tuple[str, ...]]:
@@ -222,7 +224,7 @@ def fp32_rows(speed: dict | None, earlier: list[dict]) -> list[tuple[str, ...]]:
     fp32 runs against the plain fp32 loop."""
     rows = []
     for r in (speed or {}).get("training", []):
-        if "vs_plain_fp32" not in r or r["batch"] != 16:
+        if "vs_plain_fp32" not in r or r["batch"] != DEFAULT_BATCH:
             continue
         same = [x for run in earlier for x in run["training"] if same_case(x, r) and "vs_plain_fp32" in x] + [r]
         rows.append((f"default training ({r['precision']}, what auto picks) vs the plain fp32 loop, {r['size']}, "
@@ -234,9 +236,9 @@ def fp32_rows(speed: dict | None, earlier: list[dict]) -> list[tuple[str, ...]]:
         data = load(name)
         for r in (data or {}).get("training", []):
             rows.append((f"fp32 training vs the plain fp32 loop, {r['size']}, batch {r['batch']}×{r['seq']}",
-                         f"≥ {FP32_TARGET}× at batch 16" if r["batch"] == 16 else "—",
+                         f"≥ {FP32_TARGET}× at batch {DEFAULT_BATCH}" if r["batch"] == DEFAULT_BATCH else "—",
                          f"{r['vs_plain']:.2f}× ({r['charrnn']:,.0f} vs {r['plain']:,.0f} chars/s)",
-                         verdict(r["vs_plain"], FP32_TARGET) if r["batch"] == 16 else "—", data["date"],
+                         verdict(r["vs_plain"], FP32_TARGET) if r["batch"] == DEFAULT_BATCH else "—", data["date"],
                          data["device"], cmd))
     return rows
 
