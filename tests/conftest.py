@@ -59,16 +59,25 @@ def assert_step_matches_fused(model, make_step, batch: int, threads: int) -> Non
         assert torch.allclose(a, b, atol=1e-5)
 
 
+NATIVE_LIBRARIES = (native.library, native.amx_library, native.avx512_library, native.fp32_library)  # memoized
+
+
+def clear_libraries() -> None:
+    """Forgets every loaded C library, so the next call builds or loads it again."""
+    for load in NATIVE_LIBRARIES:
+        load.cache_clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory) -> Iterator[Path]:
-    """The C sampling step builds into a cache folder of the test session, not the user's
-    (the CLI runs in subprocesses inherit it)."""
+    """The C libraries build into a cache folder of the test session, not the user's (the CLI
+    runs in subprocesses inherit it)."""
     folder = tmp_path_factory.mktemp("xdg_cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(folder))
-        native.library.cache_clear()
+        clear_libraries()
         yield folder
-    native.library.cache_clear()
+    clear_libraries()
 
 
 @pytest.fixture(scope="session", autouse=True)

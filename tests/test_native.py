@@ -20,15 +20,9 @@ from charrnn.sample import Sampler, SamplingOptions
 from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.vocab import Vocabulary
 
-from .conftest import assert_step_matches_fused
+from .conftest import assert_step_matches_fused, clear_libraries
 
 NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
-LIBRARIES = (native.library, native.amx_library, native.avx512_library, native.fp32_library)  # each memoized
-
-
-def clear_libraries():
-    for load in LIBRARIES:
-        load.cache_clear()
 
 
 @pytest.fixture

@@ -175,13 +175,13 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     assert resumed.step == 160 and resumed.run().step == 170
 
 
-@pytest.mark.skipif(lstm_train.kernel(torch.float32) is None,
-                    reason="no fp32 recurrence library here (needs AVX2 and FMA, and a C compiler)")
 def test_fp32_training_through_the_kernel_follows_nn_lstm(tmp_path, monkeypatch):
     """fp32 training on a CPU with the fp32 kernel (what `auto` picks where bf16 is not native)
     takes the same steps as through nn.LSTM: only the order of sums differs, so after 60 steps
     of the same batches the validation losses agree. (Without dropout: nn.LSTM draws its masks
     between layers from the generator differently.)"""
+    if lstm_train.kernel(torch.float32) is None:  # checked here, so that it builds into the session's cache
+        pytest.skip("no fp32 recurrence library here (needs AVX2 and FMA, and a C compiler)")
     losses = {}
     for setting in ("fp32", "off"):
         monkeypatch.setenv(lstm_train.KERNEL_ENV, setting)
