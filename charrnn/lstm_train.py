@@ -17,7 +17,7 @@ wait for the previous time step, so each layer here:
   a few tile instructions per block of 16 units and the gate arithmetic beside them. Without
   AMX, lstm_vector.c does the same with `vdpbf16ps` in place of the tiles (same arguments,
   same packed weights), and its fp32 build with fused multiply-adds on fp32 weights;
-  `kernel()` says which library a step takes.
+  `kernel(dtype)` says which library a step takes.
 
 Under bf16 autocast the products are bf16 with fp32 accumulation, as `nn.LSTM`'s are; the
 cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). Without
@@ -65,7 +65,7 @@ class Kernel(NamedTuple):
     dtype: torch.dtype
 
 
-def kernel(dtype: torch.dtype | None = torch.bfloat16) -> Kernel | None:
+def kernel(dtype: torch.dtype | None) -> Kernel | None:
     """The recurrence a training step whose values are `dtype` takes now (CHARRNN_LSTM_KERNEL),
     or None for nn.LSTM."""
     choice = os.environ.get(KERNEL_ENV, "auto").strip().lower()
@@ -141,7 +141,7 @@ def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tenso
     return out, (torch.stack(h_last), torch.stack(c_last))
 
 
-def project(x: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def project(x: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """x [time, batch, inputs] -> x @ w_ih^T [time, batch, 4 * hidden] in `dtype`, one product
     over the window."""
     steps, batch, _ = x.shape
@@ -149,7 +149,7 @@ def project(x: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype = torch.bflo
     return torch.mm(flat, w_ih.to(dtype).t()).view(steps, batch, -1)
 
 
-def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The first layer's input projection of every symbol, [vocab, 4 * hidden] in `dtype`. An
     input is a row of the embedding, so its projection is a row of this table: looked up, it
     spares the three largest products of a window's first layer (the projection, and the input
