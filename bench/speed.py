@@ -42,15 +42,15 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import device_name, median, print_table, timed, write_json  # noqa: E402
-from charrnn import lstm_train  # noqa: E402
 from charrnn.config import TrainConfig  # noqa: E402
-from charrnn.data import StreamData  # noqa: E402
+from charrnn.generation.sampler import Sampler, SamplingOptions  # noqa: E402
+from charrnn.generation.steppers import step_cell  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
+from charrnn.native import recurrence as lstm_train  # noqa: E402
 from charrnn.runtime import PRECISIONS, autocast, pick_device, pick_precision, precision_label  # noqa: E402
-from charrnn.sample import Sampler, SamplingOptions  # noqa: E402
-from charrnn.step import step_cell  # noqa: E402
-from charrnn.trainer import Trainer  # noqa: E402
-from charrnn.vocab import Vocabulary  # noqa: E402
+from charrnn.text.vocab import Vocabulary  # noqa: E402
+from charrnn.training.streams import StreamData  # noqa: E402
+from charrnn.training.trainer import Trainer  # noqa: E402
 
 VOCAB = 65  # tiny-shakespeare's symbol count
 LR, CLIP = 2e-3, 1.0

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import Field, dataclass, replace
 from pathlib import Path
 
-from . import checkpoint, commands, generate
+from . import checkpoint, commands
 from .commands import EvalJob
 from .config import (
     DEFAULT_CHECKPOINT_DIR,
@@ -31,10 +31,11 @@ from .config import (
     option_fields,
     parse_duration,
 )
-from .generate import RecordDraws, SampleJob
+from .generation import jobs as generate
+from .generation.jobs import RecordDraws, SampleJob
+from .generation.sampler import SamplingOptions
+from .generation.writer import sample_pieces, sample_texts
 from .runtime import pick_device
-from .sample import SamplingOptions
-from .writer import sample_pieces, sample_texts
 
 __all__ = ["Model", "TrainResult", "load", "train"]
 
@@ -196,7 +197,7 @@ class Model:
         numbers `charrnn viz` shows. A record model reads each record, split at its separator,
         from its start marker. Runs on the CPU in fp32; raises CharrnnError for characters the
         model never saw. `charrnn.trace.rank_units` finds the units that track a feature."""
-        from .trace import trace
+        from .inspect.trace import trace
 
         return trace(self._ckpt.model, self._ckpt.vocab, text, separator=self.record_separator)
 

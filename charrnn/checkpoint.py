@@ -20,7 +20,7 @@ import torch
 from .errors import CharrnnError, CheckpointError
 from .fileio import atomic_write, why_write_failed
 from .model import CharRNN, ModelConfig
-from .vocab import Vocabulary
+from .text.vocab import Vocabulary
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1

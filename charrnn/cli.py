@@ -282,8 +282,8 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
       charrnn sample -n 20 --novel --prime ka      # a record model: 20 new names
       charrnn sample --beam 5 --prime ka           # the 5 likeliest
     """
-    from . import generate
-    from .sample import SamplingOptions
+    from .generation import jobs as generate
+    from .generation.sampler import SamplingOptions
 
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
@@ -350,7 +350,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
 
 # ---- viz ----------------------------------------------------------------------------------
 def _feature_callback(ctx, param, values):
-    from .viz import Feature
+    from .inspect.viz import Feature
 
     try:
         for value in values:

@@ -13,18 +13,21 @@ from typing import TextIO
 
 import torch
 
-from . import checkpoint, distributed, lstm_train, tokens
+from . import checkpoint
 from .config import ModelConfig, TrainConfig, TrainJob, new_run_configs, resumed_configs
-from .corpus import build, write_output
-from .data import StreamData, split_for_training
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate
 from .model import CharRNN
+from .native import recurrence as lstm_train
 from .progress import TrainingProgress, count_bar, format_duration, log
-from .records import RecordData, evaluate_records, records_of_corpus, split_records
 from .runtime import pick_device, pick_precision, precision_label, seed_everything, threads_for_block
-from .trainer import Trainer, stop_on_signals
-from .vocab import Vocabulary, escape_chars
+from .text import tokens
+from .text.builtin import build, write_output
+from .text.records import RecordData, evaluate_records, records_of_corpus, split_records
+from .text.vocab import Vocabulary, escape_chars
+from .training import distributed
+from .training.streams import StreamData, split_for_training
+from .training.trainer import Trainer, stop_on_signals
 
 
 # ---- corpus -------------------------------------------------------------------------------
@@ -323,9 +326,9 @@ def viz(job: VizJob, out: TextIO) -> dict:
 def _viz(job: VizJob, out: TextIO) -> dict:
     import time
 
-    from . import viz as page
     from .fileio import atomic_write_bytes, why_write_failed
-    from .trace import trace
+    from .inspect import viz as page
+    from .inspect.trace import trace
 
     started = time.perf_counter()
     try:

@@ -16,9 +16,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from . import lstm_train
 from .config import ModelConfig
-from .dropout import dropout
+from .native import recurrence as lstm_train
+from .training.dropout import dropout
 
 # The recurrent state: (h, c) for an LSTM, h alone for a GRU or a tanh RNN,
 # each shaped [layers, batch, hidden].

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn import native
+from charrnn.native import build as native
 from charrnn.runtime import threads_for_block
 
 # Tests use tiny models: one thread avoids oversubscribing small CI machines.

@@ -24,7 +24,7 @@ from charrnn import checkpoint, config
 from charrnn.cli import cli, parse_duration
 from charrnn.commands import EvalJob
 from charrnn.errors import CharrnnError, CheckpointError
-from charrnn.generate import SampleJob
+from charrnn.generation.jobs import SampleJob
 
 from .conftest import TINY, charrnn_env, make_corpus, run_charrnn
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from charrnn.average import WeightAverage
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.training.average import WeightAverage
 
 
 def test_average_moves_towards_the_trained_weights_by_the_warmed_up_decay():

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from charrnn.beam import Beam, beam_search
 from charrnn.config import CELLS, ModelConfig
+from charrnn.generation.beam import Beam, beam_search
 from charrnn.model import CharRNN
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import __version__, checkpoint, lstm_train
+from charrnn import __version__, checkpoint
 from charrnn.cli import cli, parse_duration
+from charrnn.native import recurrence as lstm_train
 
 from .conftest import TINY, torch_threads
 

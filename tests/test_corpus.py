@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from charrnn import corpus, tokens
 from charrnn.errors import CharrnnError
+from charrnn.text import builtin as corpus
+from charrnn.text import tokens
 
 from .conftest import SHAKESPEARE
 

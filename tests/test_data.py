@@ -2,8 +2,8 @@ import dataclasses
 
 import torch
 
-from charrnn.data import StreamBatcher, split
 from charrnn.evaluate import eval_streams
+from charrnn.training.streams import StreamBatcher, split
 
 
 def test_split_takes_the_tail_for_validation():

@@ -9,15 +9,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import lstm_train, tokens
 from charrnn.cli import cli
 from charrnn.config import TrainConfig
-from charrnn.data import StreamBatcher, StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.records import records_of_corpus
-from charrnn.trainer import Trainer
-from charrnn.vocab import Vocabulary
+from charrnn.native import recurrence as lstm_train
+from charrnn.text import tokens
+from charrnn.text.records import records_of_corpus
+from charrnn.text.vocab import Vocabulary
+from charrnn.training.streams import StreamBatcher, StreamData, split_for_training
+from charrnn.training.trainer import Trainer
 
 from .conftest import TINY, make_corpus
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from charrnn import lstm_train, native
-from charrnn.dropout import dropout, keep_mask
 from charrnn.model import CharRNN, ModelConfig, loss_fn
+from charrnn.native import build as native
+from charrnn.native import recurrence as lstm_train
+from charrnn.training.dropout import dropout, keep_mask
 
 from .conftest import torch_threads
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn import lstm_train, native
+from charrnn.generation.sampler import Sampler, SamplingOptions
+from charrnn.generation.steppers import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.native import build as native
+from charrnn.native import recurrence as lstm_train
 from charrnn.runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
-from charrnn.sample import Sampler, SamplingOptions
-from charrnn.step import LSTMStep, NativeLSTMStep, step_cell
-from charrnn.vocab import Vocabulary
+from charrnn.text.vocab import Vocabulary
 
 from .conftest import assert_step_matches_fused, clear_libraries
 
@@ -256,8 +257,8 @@ def test_every_c_file_native_builds_is_installed_with_the_package():
     """setup.cfg's package_data ships the sources and headers native.py compiles: a file left
     out would not fail anywhere, it would leave installed copies on the slow paths."""
     parser = configparser.ConfigParser()
-    parser.read(Path(native.__file__).parents[1] / "setup.cfg")
-    patterns = [p.strip() for p in parser["options.package_data"]["charrnn"].split(",")]
+    parser.read(Path(native.__file__).parents[2] / "setup.cfg")
+    patterns = [p.strip() for p in parser["options.package_data"]["charrnn.native"].split(",")]
     for path in (native.SOURCE, native.AMX_SOURCE, native.VECTOR_SOURCE, *native.HEADERS):
         assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
@@ -431,7 +432,7 @@ def test_verbose_reports_once_per_process(tmp_path):
     """In a fresh process, as a command would run: the reason reaches stderr, once."""
     env = {**os.environ, "CC": str(broken_compiler(tmp_path, lines=2)), native.ENABLE_ENV: "verbose",
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    ran = subprocess.run([sys.executable, "-c", "from charrnn import native; native.library(); native.library()"],
+    ran = subprocess.run([sys.executable, "-c", "from charrnn.native import build; build.library(); build.library()"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr.count("charrnn: cannot use lstm_step.c") == 1, ran.stderr

@@ -7,12 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import checkpoint, records
+from charrnn import checkpoint
 from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, loss_fn
-from charrnn.vocab import Vocabulary
+from charrnn.text import records
+from charrnn.text.vocab import Vocabulary
 
 NAMES = ["anna", "bob", "carl"]
 

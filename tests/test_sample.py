@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.sample import Chooser, Sampler, SamplingOptions, next_distribution
+from charrnn.generation.sampler import Chooser, Sampler, SamplingOptions, next_distribution
 
 
 def test_temperature_sharpens_and_flattens():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from charrnn.generation.steppers import LSTMStep, step_cell
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.step import LSTMStep, step_cell
 
 from .conftest import assert_step_matches_fused, torch_threads
 

@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from charrnn import tokens
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.vocab import Vocabulary
+from charrnn.text import tokens
+from charrnn.text.vocab import Vocabulary
 
 # One-, two-, three- and four-byte UTF-8 characters, so tiny chunks split them every way.
 MIXED = "plain ascii, café, naïve — 中文字符, emoji 😀🎉, tabs\tand\nnewlines\r\n" * 40

@@ -10,9 +10,9 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError
+from charrnn.inspect.trace import BUILTIN_FEATURES, builtin_features, rank_units, regex_feature, trace
 from charrnn.model import CharRNN
-from charrnn.trace import BUILTIN_FEATURES, builtin_features, rank_units, regex_feature, trace
-from charrnn.vocab import Vocabulary
+from charrnn.text.vocab import Vocabulary
 
 VOCAB = Vocabulary('ab cd"()\n')
 

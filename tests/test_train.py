@@ -3,14 +3,15 @@ import math
 import pytest
 import torch
 
-from charrnn import checkpoint, lstm_train
+from charrnn import checkpoint
 from charrnn.config import TrainConfig, merge_resume_options
-from charrnn.data import StreamData, split_for_training
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.trainer import Trainer, adamw
-from charrnn.vocab import Vocabulary
+from charrnn.native import recurrence as lstm_train
+from charrnn.text.vocab import Vocabulary
+from charrnn.training.streams import StreamData, split_for_training
+from charrnn.training.trainer import Trainer, adamw
 
 from .conftest import make_corpus
 

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn.cli import cli
-from charrnn.viz import ALPHABET, LEVELS, Feature, quantise
+from charrnn.inspect.viz import ALPHABET, LEVELS, Feature, quantise
 
 from .conftest import TINY
 

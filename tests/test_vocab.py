@@ -1,6 +1,6 @@
 import torch
 
-from charrnn.vocab import Vocabulary, escape_chars
+from charrnn.text.vocab import Vocabulary, escape_chars
 
 
 def test_round_trip_any_script():

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner, Result
 
-from charrnn import checkpoint, tokens
+from charrnn import checkpoint
 from charrnn.cli import cli
+from charrnn.text import tokens
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
 WORDS = ("the cat sat on a mat while rain fell over old stone walls and quiet rivers ran to "

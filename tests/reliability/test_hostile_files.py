@@ -13,9 +13,10 @@ import pytest
 import torch
 from reliability_helpers import invoke, one_line_error, train_tiny, write_corpus
 
-from charrnn import checkpoint, tokens
+from charrnn import checkpoint
 from charrnn.config import CELLS, ModelConfig
 from charrnn.model import CharRNN
+from charrnn.text import tokens
 
 COMMANDS = ["info", "sample", "eval", "train --resume"]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CharrnnError
-from .model import CharRNN
-from .step import NativeLSTMStep, step_cell
-from .vocab import Vocabulary, escape_chars
+from ..errors import CharrnnError
+from ..model import CharRNN
+from ..text.vocab import Vocabulary, escape_chars
+from .steppers import NativeLSTMStep, step_cell
 
 
 @dataclass

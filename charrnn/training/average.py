@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from .model import CharRNN
+from ..model import CharRNN
 
 
 class WeightAverage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:

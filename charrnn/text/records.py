@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .errors import CharrnnError
-from .evaluate import EvalResult
-from .model import CharRNN
-from .runtime import autocast
+from ..errors import CharrnnError
+from ..evaluate import EvalResult
+from ..model import CharRNN
+from ..runtime import autocast
 from .tokens import EncodedCorpus, as_ids
 from .vocab import Vocabulary, escape_chars
 

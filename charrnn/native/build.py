@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from .fileio import atomic_path
-from .runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
+from ..fileio import atomic_path
+from ..runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
@@ -250,7 +250,7 @@ def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int, **more: int) -
     """Checks and types a training library's ABI function and two kernels, named `prefix`_abi,
     `prefix`_lstm_forward and `prefix`_lstm_backward (lstm_amx.c and lstm_vector.c alike);
     `more` are further ABI values to check."""
-    from . import lstm_train  # which imports this module
+    from . import recurrence as lstm_train  # which imports this module
 
     _check_abi(lib, f"{prefix}_abi", {"version": version, "block": lstm_train.UNIT_BLOCK,
                                       "batch_multiple": lstm_train.BATCH_MULTIPLE,

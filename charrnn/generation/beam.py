@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .model import CharRNN, State
+from ..model import CharRNN, State
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checkpoint import Checkpoint
-from .errors import CharrnnError
-from .progress import format_duration
-from .sample import Sampler, SamplingOptions
-from .tokens import decoding_codec, open_corpus
+from .. import __version__
+from ..checkpoint import Checkpoint
+from ..errors import CharrnnError
+from ..generation.sampler import Sampler, SamplingOptions
+from ..progress import format_duration
+from ..text.tokens import decoding_codec, open_corpus
+from ..text.vocab import escape_chars
 from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature
-from .vocab import escape_chars
 
 TEMPLATE = Path(__file__).with_name("viz_page.html")
 LEVELS = 63  # an odd count, so that 0 is one of them; one base64 character per activation

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import CharrnnError
+from ..evaluate import DEFAULT_STREAMS, evaluate
+from ..model import CharRNN
+from ..text.tokens import as_ids
 from .distributed import World
-from .errors import CharrnnError
-from .evaluate import DEFAULT_STREAMS, evaluate
-from .model import CharRNN
-from .tokens import as_ids
 
 
 def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:

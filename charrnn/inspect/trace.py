@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import CharrnnError
-from .model import CharRNN
-from .runtime import threads_for_block
-from .vocab import Vocabulary, escape_chars
+from ..errors import CharrnnError
+from ..model import CharRNN
+from ..runtime import threads_for_block
+from ..text.vocab import Vocabulary, escape_chars
 
 # The activations of each cell, in the order a page lists them; the state first.
 KINDS = {"lstm": ("c", "h", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import checkpoint
+from .. import checkpoint
+from ..errors import CharrnnError
+from ..progress import log
+from ..text.records import record_hash
 from .beam import beam_search
-from .errors import CharrnnError
-from .progress import log
-from .records import record_hash
-from .sample import Sampler, SamplingOptions
+from .sampler import Sampler, SamplingOptions
 from .writer import write_samples
 
 

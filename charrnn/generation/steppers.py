@@ -23,8 +23,8 @@ import ctypes
 
 import torch
 
-from . import native
-from .model import CharRNN, State
+from ..model import CharRNN, State
+from ..native import build as native
 
 _ATEN_CELLS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 

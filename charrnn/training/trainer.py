@@ -17,17 +17,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, schedule
+from .. import checkpoint
+from ..config import TrainConfig, run_options
+from ..errors import CharrnnError, TrainingDiverged
+from ..model import CharRNN, State, detach_state, loss_fn
+from ..progress import TrainingProgress, format_duration
+from ..runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
+from ..text.records import RecordData
+from ..text.vocab import Vocabulary
+from . import schedule
 from .average import WeightAverage
-from .config import TrainConfig, run_options
-from .data import StreamData
 from .distributed import World
-from .errors import CharrnnError, TrainingDiverged
-from .model import CharRNN, State, detach_state, loss_fn
-from .progress import TrainingProgress, format_duration
-from .records import RecordData
-from .runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
-from .vocab import Vocabulary
+from .streams import StreamData
 
 REPORT_EVERY = 20  # steps between reads of the training loss (each read waits for the device)
 

@@ -35,9 +35,9 @@ from typing import BinaryIO
 
 import torch
 
-from .errors import CharrnnError
-from .fileio import atomic_path, atomic_write_bytes, made_folder, why_write_failed
-from .progress import byte_bar, count_bar
+from ..errors import CharrnnError
+from ..fileio import atomic_path, atomic_write_bytes, made_folder, why_write_failed
+from ..progress import byte_bar, count_bar
 from .vocab import Vocabulary, escape_chars
 
 CACHE_FOLDER = "cache"  # inside the checkpoint dir, unless --cache-dir says otherwise

@@ -42,8 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from . import native
-from .dropout import dropout
+from ..training.dropout import dropout
+from . import build as native
 
 State = tuple[torch.Tensor, torch.Tensor]
 # lstm_amx.c's tile constants, which native.py checks against the library's when it loads it:
