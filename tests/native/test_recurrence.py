@@ -16,7 +16,7 @@ from charrnn.native import build as native
 from charrnn.native import recurrence as lstm_train
 from charrnn.training.dropout import dropout, keep_mask
 
-from .conftest import torch_threads
+from ..conftest import torch_threads
 
 NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c",
               "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_vector.c",

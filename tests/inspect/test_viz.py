@@ -28,7 +28,7 @@ from charrnn import checkpoint
 from charrnn.cli import cli
 from charrnn.inspect.viz import ALPHABET, LEVELS, Feature, quantise
 
-from .conftest import TINY
+from ..conftest import TINY
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome")
                 if shutil.which(name)), None)
@@ -140,7 +140,7 @@ def test_viz_of_a_record_model(tmp_path, record_page):
 
 
 def test_viz_of_the_oldest_checkpoint_format(tmp_path):
-    fixture = Path(__file__).resolve().parent / "fixtures"
+    fixture = Path(__file__).resolve().parents[1] / "fixtures"
     out = tmp_path / "v.html"
     result = invoke("viz", str(fixture / "tiny_corpus.txt"), "--checkpoint", str(fixture / "tiny_run"), "-o",
                     str(out), "--max-chars", "300")
