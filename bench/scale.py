@@ -8,7 +8,7 @@ four-byte characters, so every chunk boundary case occurs), then runs the real C
 child processes and reads each one's peak resident memory from the kernel (wait4's
 ru_maxrss, which counts memory-mapped file pages that were touched):
 
-- encode: `charrnn.text.tokens.prepare` on a cold cache, the first thing `charrnn train`
+- encode: `charrnn.text.cache.prepare` on a cold cache, the first thing `charrnn train`
   does: hashing, then the streaming encode into the token cache;
 - train: `charrnn train` on the warm cache (so it only hashes the corpus) for --steps
   steps and one validation, with the default model and options;
@@ -102,7 +102,7 @@ def measure(size: int, workdir: Path, steps: int, eval_bytes: int) -> dict:
     train = [*CHARRNN, "train", str(corpus), "--checkpoint-dir", str(ck), "--cache-dir", str(cache), "--device",
              "cpu", "-q"]
 
-    prepare = f"from charrnn.text.tokens import prepare; prepare({str(corpus)!r}, 'utf-8', {str(cache)!r})"
+    prepare = f"from charrnn.text.cache import prepare; prepare({str(corpus)!r}, 'utf-8', {str(cache)!r})"
     encode_s, encode_rss, _ = run([sys.executable, "-c", prepare])
     tokens_file = next(cache.glob("*.tokens"))
     train_s, train_rss, _ = run([*train, "--max-steps", str(steps), "--eval-every", str(steps)])

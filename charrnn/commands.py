@@ -21,7 +21,7 @@ from .model import CharRNN
 from .native import recurrence as lstm_train
 from .progress import TrainingProgress, count_bar, format_duration, log
 from .runtime import pick_device, pick_precision, precision_label, seed_everything, threads_for_block
-from .text import tokens
+from .text import cache, encoder
 from .text.builtin import build, write_output
 from .text.records import RecordData, evaluate_records, records_of_corpus, split_records
 from .text.vocab import Vocabulary, escape_chars
@@ -57,14 +57,14 @@ def train(job: TrainJob) -> int:
         world.close()
 
 
-def _prepare_corpus(job: TrainJob, world: distributed.World, quiet: bool) -> tokens.EncodedCorpus:
+def _prepare_corpus(job: TrainJob, world: distributed.World, quiet: bool) -> cache.EncodedCorpus:
     # One rank per machine encodes; the others then find it in the cache.
-    cache_dir = job.cache_dir or job.checkpoint_dir / tokens.CACHE_FOLDER
+    cache_dir = job.cache_dir or job.checkpoint_dir / cache.CACHE_FOLDER
     if world.local_rank == 0:
-        corpus = tokens.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet)
+        corpus = cache.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet)
     world.barrier()
     if world.local_rank != 0:
-        corpus = tokens.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet=True)
+        corpus = cache.prepare_corpus(job.corpus, job.encoding, cache_dir, quiet=True)
     return corpus
 
 
@@ -90,7 +90,7 @@ def _load_resumed(job: TrainJob) -> checkpoint.Checkpoint:
     return checkpoint.load(latest)
 
 
-def _warn_if_another_corpus(ckpt: checkpoint.Checkpoint, corpus: tokens.EncodedCorpus) -> None:
+def _warn_if_another_corpus(ckpt: checkpoint.Checkpoint, corpus: cache.EncodedCorpus) -> None:
     old_sha = checkpoint.typed(ckpt.path, "corpus sha256", (ckpt.field("corpus", dict) or {}).get("sha256"), str)
     if old_sha and old_sha != corpus.sha256:
         # Shown even with --quiet, which silences progress, not warnings.
@@ -98,16 +98,16 @@ def _warn_if_another_corpus(ckpt: checkpoint.Checkpoint, corpus: tokens.EncodedC
             f"the checkpoint was trained on {old_sha})")
 
 
-def _in_vocab(corpus: tokens.EncodedCorpus, vocab: Vocabulary) -> tokens.EncodedCorpus:
+def _in_vocab(corpus: cache.EncodedCorpus, vocab: Vocabulary) -> cache.EncodedCorpus:
     """The corpus in a resumed model's ids; an error if it has characters the model lacks."""
     unknown = vocab.unknown(corpus.vocab.chars)
     if unknown:
         raise CharrnnError("--resume: the corpus has characters the checkpoint's vocabulary lacks: "
                            + escape_chars(unknown, limit=20))
-    return tokens.renumber(corpus, vocab)
+    return cache.renumber(corpus, vocab)
 
 
-def _training_data(job: TrainJob, config: TrainConfig, corpus: tokens.EncodedCorpus, world: distributed.World,
+def _training_data(job: TrainJob, config: TrainConfig, corpus: cache.EncodedCorpus, world: distributed.World,
                    resumed: Vocabulary | None) -> tuple[StreamData | RecordData, Vocabulary]:
     """What the run reads, and the vocabulary its model has: the corpus's own, or a resumed
     model's (`resumed`)."""
@@ -235,7 +235,7 @@ def score(ckpt: checkpoint.Checkpoint, job: EvalJob) -> dict:
     precision = pick_precision(job.precision, device)
     if ckpt.record_separator is not None:
         return _evaluate_records(job, ckpt, device, precision)
-    ids, skipped = tokens.encode_for_model(job.text, job.encoding, ckpt.vocab, job.skip_unknown, quiet=job.quiet)
+    ids, skipped = encoder.encode_for_model(job.text, job.encoding, ckpt.vocab, job.skip_unknown, quiet=job.quiet)
     if len(ids) < 2:
         raise CharrnnError("need at least two known characters to evaluate")
     with count_bar(len(ids) - 1, "evaluating", "char", job.quiet) as bar:
@@ -249,7 +249,7 @@ def _evaluate_records(job: EvalJob, ckpt: checkpoint.Checkpoint, device: torch.d
     """A record model scores the text's records as it was trained: per token, END included."""
     separator = ckpt.record_separator
     readable = Vocabulary(ckpt.vocab.chars + list(separator))  # the separator need not be in the model
-    ids, skipped = tokens.encode_for_model(job.text, job.encoding, readable, job.skip_unknown, quiet=job.quiet)
+    ids, skipped = encoder.encode_for_model(job.text, job.encoding, readable, job.skip_unknown, quiet=job.quiet)
     name = job.name or ("<stdin>" if job.text == "-" else job.text)
     records = split_records(ids, readable, separator, name, keep_chars=ckpt.vocab)
     with count_bar(len(records.ids) + len(records), "evaluating", "token", job.quiet) as bar:

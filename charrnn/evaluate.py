@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .model import CharRNN
 from .runtime import autocast
-from .text.tokens import as_ids
+from .text.token_files import as_ids
 
 # Parallel streams make a CPU pass much faster than one stream; the burn-in gives each
 # stream the preceding text as context, so the figure matches a single continuous pass

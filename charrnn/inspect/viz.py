@@ -23,7 +23,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CharrnnError
 from ..generation.sampler import Sampler, SamplingOptions
 from ..progress import format_duration
-from ..text.tokens import decoding_codec, open_corpus
+from ..text.reading import decoding_codec, open_corpus
 from ..text.vocab import escape_chars
 from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature
 

@@ -26,7 +26,8 @@ from ..errors import CharrnnError
 from ..evaluate import EvalResult
 from ..model import CharRNN
 from ..runtime import autocast
-from .tokens import EncodedCorpus, as_ids
+from .cache import EncodedCorpus
+from .token_files import as_ids
 from .vocab import Vocabulary, escape_chars
 
 MAX_RECORD_CHARS = 10_000  # longer is more likely a wrong --record-sep than a record

@@ -27,7 +27,7 @@ import torch
 from ..errors import CharrnnError
 from ..evaluate import DEFAULT_STREAMS, evaluate
 from ..model import CharRNN
-from ..text.tokens import as_ids
+from ..text.token_files import as_ids
 from .distributed import World
 
 

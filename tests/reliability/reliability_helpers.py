@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from charrnn import checkpoint
 from charrnn.cli import cli
-from charrnn.text import tokens
+from charrnn.text import cache
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
 WORDS = ("the cat sat on a mat while rain fell over old stone walls and quiet rivers ran to "
@@ -99,7 +99,7 @@ def load_finite(path: Path) -> checkpoint.Checkpoint:
 
 def leftovers(folder: Path) -> list[str]:
     """Names in a checkpoint dir other than latest.pt, best.pt and the token cache."""
-    expected = (checkpoint.LATEST, checkpoint.BEST, tokens.CACHE_FOLDER)
+    expected = (checkpoint.LATEST, checkpoint.BEST, cache.CACHE_FOLDER)
     return sorted(p.name for p in folder.iterdir() if p.name not in expected)
 
 

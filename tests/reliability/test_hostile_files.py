@@ -16,7 +16,7 @@ from reliability_helpers import invoke, one_line_error, train_tiny, write_corpus
 from charrnn import checkpoint
 from charrnn.config import CELLS, ModelConfig
 from charrnn.model import CharRNN
-from charrnn.text import tokens
+from charrnn.text import cache
 
 COMMANDS = ["info", "sample", "eval", "train --resume"]
 
@@ -214,7 +214,7 @@ def test_token_cache_with_ids_past_its_vocabulary_is_rebuilt(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     ckpt = tmp_path / "ck"
     train_tiny(ckpt, corpus, steps=2)
-    (token_file,) = (ckpt / tokens.CACHE_FOLDER).glob("*.tokens")
+    (token_file,) = (ckpt / cache.CACHE_FOLDER).glob("*.tokens")
     good = token_file.read_bytes()
     damaged = bytearray(good)
     damaged[::50] = b"\xff" * len(damaged[::50])  # every batch meets one; the file keeps its length

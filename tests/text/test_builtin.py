@@ -4,7 +4,7 @@ import pytest
 
 from charrnn.errors import CharrnnError
 from charrnn.text import builtin as corpus
-from charrnn.text import tokens
+from charrnn.text import cache, token_files
 
 from ..conftest import SHAKESPEARE
 
@@ -41,9 +41,9 @@ def test_undecodable_byte_names_its_offset(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("café au lait".encode("latin-1"))
     with pytest.raises(CharrnnError, match="0xe9 at offset 3"):
-        tokens.prepare(str(path), "utf-8", tmp_path / "cache")
-    latin = tokens.prepare(str(path), "latin-1", tmp_path / "cache")
-    assert latin.vocab.decode(tokens.as_ids(latin.tokens)) == "café au lait"
+        cache.prepare(str(path), "utf-8", tmp_path / "cache")
+    latin = cache.prepare(str(path), "latin-1", tmp_path / "cache")
+    assert latin.vocab.decode(token_files.as_ids(latin.tokens)) == "café au lait"
 
 
 def test_empty_directory_and_missing_are_errors(tmp_path):
@@ -53,4 +53,4 @@ def test_empty_directory_and_missing_are_errors(tmp_path):
                                                                 "unknown encoding")]
     for path, encoding, message in cases:
         with pytest.raises(CharrnnError, match=message):
-            tokens.prepare(str(path), encoding, tmp_path / "cache")
+            cache.prepare(str(path), encoding, tmp_path / "cache")

@@ -14,7 +14,7 @@ from charrnn.config import TrainConfig
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.native import recurrence as lstm_train
-from charrnn.text import tokens
+from charrnn.text import cache, reading, token_files
 from charrnn.text.records import records_of_corpus
 from charrnn.text.vocab import Vocabulary
 from charrnn.training.streams import StreamBatcher, StreamData, split_for_training
@@ -30,7 +30,7 @@ def write(path, text):
 
 
 def decode(corpus):
-    return "".join(corpus.vocab.chars[i] for i in tokens.as_ids(corpus.tokens).tolist())
+    return "".join(corpus.vocab.chars[i] for i in token_files.as_ids(corpus.tokens).tolist())
 
 
 # ---- which files, in which order ---------------------------------------------------------
@@ -39,18 +39,18 @@ def test_directory_order_and_hidden_files(tmp_path):
     for name in ["b.txt", "a.txt", "sub/c.txt", "a-z.txt", "sub/deeper/e.txt", ".hidden.txt", ".git/x.txt",
                  "sub/.h.txt"]:
         write(d / name, name)
-    got = tokens.corpus_files([str(d)])
+    got = reading.corpus_files([str(d)])
     assert got == [str(d / n) for n in ["a-z.txt", "a.txt", "b.txt", "sub/c.txt", "sub/deeper/e.txt"]]
     # Given paths are sorted too, duplicates count once, a hidden file given by name is read.
     given = [str(d / "b.txt"), str(d / "sub"), str(d / "a.txt"), str(d / ".." / "d" / "a.txt"), str(d / ".hidden.txt")]
-    assert tokens.corpus_files(given) == [str(d / n) for n in [".hidden.txt", "a.txt", "b.txt", "sub/c.txt",
+    assert reading.corpus_files(given) == [str(d / n) for n in [".hidden.txt", "a.txt", "b.txt", "sub/c.txt",
                                                                 "sub/deeper/e.txt"]]
-    assert tokens.corpus_files(["-"]) == ["-"]
+    assert reading.corpus_files(["-"]) == ["-"]
     with pytest.raises(CharrnnError, match="standard input"):
-        tokens.corpus_files(["-", str(d / "a.txt")])
+        reading.corpus_files(["-", str(d / "a.txt")])
     write(tmp_path / "only-hidden" / ".x", "x")
     with pytest.raises(CharrnnError, match="no files"):
-        tokens.corpus_files([str(tmp_path / "only-hidden")])
+        reading.corpus_files([str(tmp_path / "only-hidden")])
 
 
 def test_a_bad_file_is_an_error_naming_it(tmp_path):
@@ -58,13 +58,13 @@ def test_a_bad_file_is_an_error_naming_it(tmp_path):
     write(d / "a.txt", "fine text\n")
     (d / "b.txt").write_bytes(b"ok \xff\xfe not utf-8")
     with pytest.raises(CharrnnError, match=r"b\.txt: byte 0xff at offset 3 is not valid utf-8"):
-        tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
+        cache.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     (d / "b.txt").unlink()
     os.symlink(d / "missing.txt", d / "link.txt")
     with pytest.raises(CharrnnError, match=r"link\.txt: a broken symlink"):
-        tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
+        cache.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     with pytest.raises(CharrnnError, match=r"nothing\.txt: no such file"):
-        tokens.corpus_files([str(d / "a.txt"), str(tmp_path / "nothing.txt")])
+        reading.corpus_files([str(d / "a.txt"), str(tmp_path / "nothing.txt")])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -75,18 +75,18 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
     locked.chmod(0)
     try:
         with pytest.raises(CharrnnError, match=r"locked\.txt: Permission denied"):
-            tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
+            cache.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     finally:
         locked.chmod(0o644)
 
 
 # ---- the joined cache entry ----------------------------------------------------------------
 def test_several_files_join_with_document_starts_keyed_on_contents(tmp_path):
-    d, cache = tmp_path / "d", tmp_path / "cache"
+    d, cache_dir = tmp_path / "d", tmp_path / "cache"
     write(d / "a.txt", "hello\n")
     write(d / "b.txt", "")  # empty: no document
     write(d / "c" / "x.txt", "wörld\n")
-    first = tokens.prepare_corpus([str(d)], "utf-8", cache)
+    first = cache.prepare_corpus([str(d)], "utf-8", cache_dir)
     assert decode(first) == "hello\nwörld\n"
     assert first.doc_starts.tolist() == [0, 6]
     assert first.documents == (str(d / "a.txt"), str(d / "c" / "x.txt"))
@@ -95,34 +95,34 @@ def test_several_files_join_with_document_starts_keyed_on_contents(tmp_path):
     assert meta["doc_starts"] == [0, 6] and "a.txt" not in json.dumps(meta)
 
     (d / "a.txt").rename(d / "a2.txt")  # same contents, same order, another name
-    renamed = tokens.prepare_corpus([str(d)], "utf-8", cache)
+    renamed = cache.prepare_corpus([str(d)], "utf-8", cache_dir)
     assert renamed.reused and renamed.path == first.path and renamed.sha256 == first.sha256
     assert renamed.documents[0] == str(d / "a2.txt")
 
     write(d / "a2.txt", "hellO\n")  # one byte changed
-    changed = tokens.prepare_corpus([str(d)], "utf-8", cache)
+    changed = cache.prepare_corpus([str(d)], "utf-8", cache_dir)
     assert not changed.reused and changed.sha256 != first.sha256
     assert decode(changed) == "hellO\nwörld\n"
-    assert tokens.prepare_corpus([str(d)], "utf-8", cache).reused
+    assert cache.prepare_corpus([str(d)], "utf-8", cache_dir).reused
 
 
 def test_one_file_is_todays_entry(tmp_path):
     path = write(tmp_path / "a.txt", "just one file\n")
     write(tmp_path / "d" / "a.txt", "just one file\n")
     write(tmp_path / "d" / "empty.txt", "")
-    single = tokens.prepare(str(path), "utf-8", tmp_path / "cache")
+    single = cache.prepare(str(path), "utf-8", tmp_path / "cache")
     for paths in ([str(path)], [str(tmp_path / "d")]):
-        corpus = tokens.prepare_corpus(paths, "utf-8", tmp_path / "cache")
+        corpus = cache.prepare_corpus(paths, "utf-8", tmp_path / "cache")
         assert corpus.path == single.path and corpus.sha256 == single.sha256 and corpus.doc_starts is None
 
 
 def test_renumbered_for_a_resumed_vocabulary_keeps_the_starts(tmp_path):
     write(tmp_path / "d" / "a.txt", "ab")
     write(tmp_path / "d" / "b.txt", "ba")
-    corpus = tokens.prepare_corpus([str(tmp_path / "d")], "utf-8", tmp_path / "cache")
-    wider = tokens.renumber(corpus, Vocabulary("abc"))
+    corpus = cache.prepare_corpus([str(tmp_path / "d")], "utf-8", tmp_path / "cache")
+    wider = cache.renumber(corpus, Vocabulary("abc"))
     assert wider.doc_starts.tolist() == [0, 2] and wider.documents == corpus.documents
-    assert tokens.as_ids(wider.tokens).tolist() == [0, 1, 1, 0]
+    assert token_files.as_ids(wider.tokens).tolist() == [0, 1, 1, 0]
 
 
 # ---- the batcher's resets ------------------------------------------------------------------
@@ -288,7 +288,7 @@ def test_train_a_directory_through_the_cli_then_info_and_resume(tmp_path):
     assert info.exit_code == 0, info.output
     described = json.loads(info.stdout)
     assert described["corpus_length"] == 9000 and described["step"] == 6
-    corpus = tokens.prepare_corpus([str(d)], "utf-8", ck / "cache")
+    corpus = cache.prepare_corpus([str(d)], "utf-8", ck / "cache")
     assert described["corpus_sha256"] == corpus.sha256 and corpus.reused
     resumed = CliRunner().invoke(cli, ["train", str(d), "--checkpoint-dir", str(ck), "--resume", "--max-steps", "8",
                                        "--threads", "1"])
@@ -303,14 +303,14 @@ def test_records_of_every_file_a_files_end_ending_a_record(tmp_path):
     d = tmp_path / "names"
     write(d / "a.txt", "anna\nbob\ncarl")  # no final newline: the file's end ends "carl"
     write(d / "b.txt", "dave\n\neve\n")
-    corpus = tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
+    corpus = cache.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     records = records_of_corpus(corpus, "\n", str(d), keep_chars=None)
     assert records.texts() == ["anna", "bob", "carl", "dave", "eve"]
     assert "\n" not in records.vocab and records.vocab.marker_id == len(records.vocab.chars)
     resumed = records_of_corpus(corpus, "\n", str(d), keep_chars=Vocabulary("abcdelnorvxyz", marker=True))
     assert resumed.texts() == records.texts()
     write(d / "c.txt", "x" * 20_000)
-    long = tokens.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
+    long = cache.prepare_corpus([str(d)], "utf-8", tmp_path / "cache")
     with pytest.raises(CharrnnError, match=r"c\.txt: the record starting on line 1"):
         records_of_corpus(long, "\n", str(d), keep_chars=None)
 
