@@ -16,16 +16,17 @@ import torch
 from . import checkpoint
 from .config import ModelConfig, TrainConfig, TrainJob, new_run_configs, resumed_configs
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_records
 from .model import CharRNN
 from .native import recurrence as lstm_train
 from .progress import TrainingProgress, count_bar, format_duration, log
 from .runtime import pick_device, pick_precision, precision_label, seed_everything, threads_for_block
 from .text import cache, encoder
 from .text.builtin import build, write_output
-from .text.records import RecordData, evaluate_records, records_of_corpus, split_records
+from .text.records import records_of_corpus, split_records
 from .text.vocab import Vocabulary, escape_chars
 from .training import distributed
+from .training.record_batches import RecordData
 from .training.streams import StreamData, split_for_training
 from .training.trainer import Trainer, stop_on_signals
 

@@ -1,4 +1,5 @@
-"""Loss of a text under a model, read as continuous streams with the state carried."""
+"""Loss of a text under a model: a stream model's, read as continuous streams with the state
+carried; a record model's, per token over whole records."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch.nn import functional as F
 
 from .model import CharRNN
 from .runtime import autocast
+from .text.records import PAD_TARGET, Records, make_batch, plan_batches
 from .text.token_files import as_ids
 
 # Parallel streams make a CPU pass much faster than one stream; the burn-in gives each
@@ -112,3 +114,31 @@ def _run_spans(model: CharRNN, tokens: torch.Tensor, spans: list[tuple[int, int,
         totals[1] += mask.sum(dtype=torch.float64)
         if on_progress is not None:
             on_progress(int(scored.sum()))
+
+
+@torch.no_grad()
+def evaluate_records(model: CharRNN, records: Records, device: torch.device, tokens_per_batch: int = 4096,
+                     precision: torch.dtype | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Mean loss per token over every record's characters and its END (makemore's convention),
+    in nats; START is read, never scored."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        lengths = records.lengths.tolist()
+        order = sorted(range(len(records)), key=lengths.__getitem__)
+        for batch in plan_batches(lengths, tokens_per_batch, order):
+            x, y = make_batch(records, batch)
+            with autocast(device, precision):
+                logits, _ = model(x.to(device))
+            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
+                                     ignore_index=PAD_TARGET, reduction="sum")
+            scored = int((y != PAD_TARGET).sum())
+            total += float(losses)
+            count += scored
+            if on_progress is not None:
+                on_progress(scored)
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=total / count if count else math.nan, chars=count)

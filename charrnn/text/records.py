@@ -4,36 +4,25 @@ A record is the text between two separators (a newline by default); empty ones a
 The model reads MARKER + the record's characters and learns to predict them and then MARKER
 again: the one marker id (the last of the vocabulary) stands for START as an input and for
 END as a target, as makemore's '.' does, so a generator knows where a record begins and when
-it is done. Every record starts from a zero state, so nothing is carried from one to the next.
-
-Records are batched whole, like with like: each epoch shuffles them (from the seed and the
-epoch), sorts each run of a few dozen batches by length and cuts it into batches of about
-`batch_size * seq_len` tokens, so that padding stays small and no gradient crosses a record.
+it is done. This module holds records as ids, the splitting of a corpus into them, the seeded
+validation split, the records' hashes (for `sample --novel`), and their batches as the model
+reads them (shared by training, training/record_batches.py, and evaluation).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from ..errors import CharrnnError
-from ..evaluate import EvalResult
-from ..model import CharRNN
-from ..runtime import autocast
 from .cache import EncodedCorpus
 from .token_files import as_ids
 from .vocab import Vocabulary, escape_chars
 
 MAX_RECORD_CHARS = 10_000  # longer is more likely a wrong --record-sep than a record
-PAD_TARGET = -100  # F.cross_entropy's ignore_index: padding is never scored
-ROW_MULTIPLE = 16  # rows per batch rounded to this when there are enough (the AMX tiles' rows)
-SORT_SPAN = 50  # batches sorted by length together: shuffled enough, padded little
 
 
 @dataclass
@@ -160,6 +149,15 @@ def record_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
+PAD_TARGET = -100  # F.cross_entropy's ignore_index: padding is never scored
+
+
+ROW_MULTIPLE = 16  # rows per batch rounded to this when there are enough (the AMX tiles' rows)
+
+
+SORT_SPAN = 50  # batches sorted by length together: shuffled enough, padded little
+
+
 def make_batch(records: Records, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs MARKER + record and targets record + MARKER, [rows, longest + 1], right-padded;
     padded targets are PAD_TARGET."""
@@ -193,102 +191,3 @@ def plan_batches(lengths: list[int], tokens_per_batch: int, order: list[int]) ->
         if batch:
             batches.append(batch)
     return batches
-
-
-@dataclass
-class RecordPosition:
-    epoch: int = 0
-    window: int = 0  # the next batch within the epoch
-    offset: int = 0  # unused: kept so that checkpoints hold one shape of data position
-
-
-class RecordBatcher:
-    """Batches of whole records, a fresh order every epoch (from the seed and the epoch)."""
-
-    def __init__(self, records: Records, tokens_per_batch: int, seed: int):
-        if len(records) == 0:
-            raise ValueError("no records to train on")
-        self.records = records
-        self.tokens_per_batch = tokens_per_batch
-        self.seed = seed
-        self.lengths = records.lengths.tolist()
-        self.position = RecordPosition()
-        self._epoch_plan = (-1, [])
-        self.windows_per_epoch = len(self._plan(0))
-
-    def _plan(self, epoch: int) -> list[list[int]]:
-        if self._epoch_plan[0] != epoch:
-            order = list(range(len(self.records)))
-            random.Random(f"charrnn-records:{self.seed}:{epoch}").shuffle(order)
-            batches = plan_batches(self.lengths, self.tokens_per_batch, order)
-            random.Random(f"charrnn-record-batches:{self.seed}:{epoch}").shuffle(batches)
-            self._epoch_plan = (epoch, batches)
-        return self._epoch_plan[1]
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        pos = self.position
-        if pos.window >= len(self._plan(pos.epoch)):
-            pos.epoch += 1
-            pos.window = 0
-        batch = self._plan(pos.epoch)[pos.window]
-        starts_epoch = pos.window == 0
-        pos.window += 1
-        x, y = make_batch(self.records, batch)
-        return x, y, starts_epoch
-
-    @property
-    def epoch_fraction(self) -> float:
-        return self.position.epoch + self.position.window / max(1, len(self._plan(self.position.epoch)))
-
-
-@torch.no_grad()
-def evaluate_records(model: CharRNN, records: Records, device: torch.device, tokens_per_batch: int = 4096,
-                     precision: torch.dtype | None = None,
-                     on_progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Mean loss per token over every record's characters and its END (makemore's convention),
-    in nats; START is read, never scored."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        lengths = records.lengths.tolist()
-        order = sorted(range(len(records)), key=lengths.__getitem__)
-        for batch in plan_batches(lengths, tokens_per_batch, order):
-            x, y = make_batch(records, batch)
-            with autocast(device, precision):
-                logits, _ = model(x.to(device))
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
-                                     ignore_index=PAD_TARGET, reduction="sum")
-            scored = int((y != PAD_TARGET).sum())
-            total += float(losses)
-            count += scored
-            if on_progress is not None:
-                on_progress(scored)
-    finally:
-        model.train(was_training)
-    return EvalResult(loss=total / count if count else math.nan, chars=count)
-
-
-class RecordData:
-    """A record run's data: batches of its training records and its validation records."""
-
-    fresh_state = True  # every record starts from a zero state
-
-    def __init__(self, records: Records, val_frac: float, tokens_per_batch: int, seed: int, separator: str):
-        train, val = seeded_split(len(records), val_frac, seed)
-        if len(train) == 0 or len(val) == 0:
-            raise CharrnnError(f"{len(records)} records are too few: training and validation each need one "
-                               f"(--val-frac {val_frac})")
-        self.train_records, self.val_records = records.subset(train), records.subset(val)
-        self.batcher = RecordBatcher(self.train_records, tokens_per_batch, seed)
-        self.separator = separator
-        self.count = len(records)
-        self.hashes = record_hashes(records.texts())  # of train and validation: every record the user gave
-
-    def validation_loss(self, model: CharRNN, device: torch.device, world: object,
-                        precision: torch.dtype | None) -> float:
-        return evaluate_records(model, self.val_records, device, precision=precision).loss
-
-    def checkpoint_fields(self) -> dict:
-        """What a record model's checkpoint holds beside the stream format's fields."""
-        return {"records": {"separator": self.separator, "count": self.count}, "record_hashes": self.hashes}

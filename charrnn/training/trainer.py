@@ -23,11 +23,11 @@ from ..errors import CharrnnError, TrainingDiverged
 from ..model import CharRNN, State, detach_state, loss_fn
 from ..progress import TrainingProgress, format_duration
 from ..runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
-from ..text.records import RecordData
 from ..text.vocab import Vocabulary
 from . import schedule
 from .average import WeightAverage
 from .distributed import World
+from .record_batches import RecordData
 from .streams import StreamData
 
 REPORT_EVERY = 20  # steps between reads of the training loss (each read waits for the device)

@@ -7,13 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import checkpoint
+from charrnn import checkpoint, evaluate
 from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, loss_fn
 from charrnn.text import records
 from charrnn.text.vocab import Vocabulary
+from charrnn.training import record_batches
 
 NAMES = ["anna", "bob", "carl"]
 
@@ -62,7 +63,7 @@ def test_validation_is_a_seeded_random_sample_not_the_tail():
 
 def test_batches_hold_whole_records_between_markers_once_an_epoch():
     corpus = split("\n".join(f"name{'x' * (i % 9)}{i}" for i in range(300)))
-    batcher = records.RecordBatcher(corpus, tokens_per_batch=128, seed=1)
+    batcher = record_batches.RecordBatcher(corpus, tokens_per_batch=128, seed=1)
     marker = corpus.vocab.marker_id
     seen = []
     for _ in range(batcher.windows_per_epoch):
@@ -101,7 +102,7 @@ def test_loss_is_per_token_including_end():
     with torch.no_grad():
         for p in model.head.parameters():
             p.zero_()  # a uniform distribution: every token costs ln(vocab)
-    result = records.evaluate_records(model, corpus, torch.device("cpu"))
+    result = evaluate.evaluate_records(model, corpus, torch.device("cpu"))
     assert result.chars == 3 + 2  # "ab" + END, "b" + END
     assert result.loss == pytest.approx(torch.log(torch.tensor(3.0)).item())
 
@@ -156,7 +157,7 @@ def test_eval_scores_a_files_records(names_model, tmp_path):
     result = json.loads(invoke("eval", held_out, "--checkpoint", names_model, "--json", "--precision", "fp32").stdout)
     ckpt = checkpoint.load(names_model)
     ids = torch.tensor([ckpt.vocab.index[c] for c in "annabob"])
-    expected = records.evaluate_records(ckpt.model, records.Records(ids, torch.tensor([0, 4, 7]), ckpt.vocab),
+    expected = evaluate.evaluate_records(ckpt.model, records.Records(ids, torch.tensor([0, 4, 7]), ckpt.vocab),
                                         torch.device("cpu"))
     assert result["records"] == 2 and result["chars"] == 9
     assert result["loss"] == pytest.approx(expected.loss, abs=1e-6)
