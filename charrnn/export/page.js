@@ -641,7 +641,9 @@ async function main() {
   $("suggest").addEventListener("click", suggest);
   $("cowrite").addEventListener("keydown", onCowriteKey);
   $("prime").addEventListener("keydown", (e) => {
-    if (e.key === "Enter") (document.body.dataset.mode === "records" ? drawRecords : write)();
+    if (e.key !== "Enter" || e.shiftKey) return;  // Shift+Enter types a line break into the prime
+    e.preventDefault();
+    if (document.body.dataset.mode === "records") drawRecords(); else if (document.body.dataset.mode === "write") write();
   });
   window.addEventListener("hashchange", applyFragment);
   document.body.dataset.ready = "1";

@@ -164,9 +164,12 @@ def _high(fd: int) -> int:
 
 
 def open_page(browser: Chromium, path: Path, fragment: str = "") -> None:
-    """Loads the page (with `#fragment`) and waits until its model is loaded."""
-    browser.call("Page.navigate", session=True, url=path.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
-    browser.wait_for_event("Page.loadEventFired")
+    """Loads the page afresh (with `#fragment`) and waits until its model is loaded. Going
+    through about:blank makes it a new document even when only the fragment differs."""
+    for url in ("about:blank", path.resolve().as_uri() + (f"#{fragment}" if fragment else "")):
+        browser.events = [e for e in browser.events if e.get("method") != "Page.loadEventFired"]
+        browser.call("Page.navigate", session=True, url=url)
+        browser.wait_for_event("Page.loadEventFired")
     deadline = time.monotonic() + 30
     while browser.js("document.body && document.body.dataset.ready") != "1":
         assert time.monotonic() < deadline, f"the page never got ready: {browser.errors()}"

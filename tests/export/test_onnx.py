@@ -44,7 +44,7 @@ def test_onnx_step_equals_the_model(tmp_path, cell, layers):
     vocab = ckpt.vocab
     ids = torch.stack([vocab.encode(PRIME), vocab.encode(PRIME[::-1])])  # batched: two different streams
     with torch.no_grad():
-        want, want_state = ckpt.model(ids)
+        want, want_state = ckpt.model.eval()(ids)
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got, state = run_steps(session, ids, layers, 20, cell == "lstm")
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
