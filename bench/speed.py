@@ -46,7 +46,6 @@ from charrnn.config import TrainConfig  # noqa: E402
 from charrnn.generation.sampler import Sampler, SamplingOptions  # noqa: E402
 from charrnn.generation.steppers import step_cell  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.native import recurrence as lstm_train  # noqa: E402
 from charrnn.runtime import PRECISIONS, autocast, pick_device, pick_precision, precision_label  # noqa: E402
 from charrnn.text.vocab import Vocabulary  # noqa: E402
 from charrnn.training.streams import StreamData  # noqa: E402
@@ -180,8 +179,7 @@ def bench_training(layers: int, hidden: int, batch: int, seq: int, device, round
     c, p, s = (batch * seq / median(seconds[k]) for k in ("charrnn", "plain", "per-step"))
     p32 = batch * seq / median(seconds["plain-fp32"]) if "plain-fp32" in seconds else p
     flops = train_flops_per_char(layers, hidden)  # what the plain and per-step loops do
-    with autocast(device, precision):
-        looked_up = lstm_train.usable(batch, hidden, device.type)  # the model takes this path where usable
+    looked_up = trainer.recurrence is not None  # the Trainer's kernel looks the first layer up
     own_flops = train_flops_per_char(layers, hidden, first_layer_looked_up=looked_up)
     return {"size": f"{layers}x{hidden}", "batch": batch, "seq": seq, "precision": precision_label(precision),
             "charrnn": c, "plain": p, "per_step": s, "plain_fp32": p32,

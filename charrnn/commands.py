@@ -14,11 +14,11 @@ from typing import TextIO
 import torch
 
 from . import checkpoint
-from .config import ModelConfig, TrainConfig, TrainJob, new_run_configs, resumed_configs
+from .config import TrainConfig, TrainJob, new_run_configs, resumed_configs
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 from .evaluate import evaluate, evaluate_records
 from .model import CharRNN
-from .native import recurrence as lstm_train
+from .native.recurrence import Kernel
 from .progress import TrainingProgress, count_bar, format_duration, log
 from .runtime import pick_device, pick_precision, precision_label, seed_everything, threads_for_block
 from .text import cache, encoder
@@ -156,7 +156,7 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
     what = f"{len(data.train_records):,} records" if isinstance(data, RecordData) else f"{len(corpus):,} chars"
     if len(corpus.documents) > 1:
         what += f" of {len(corpus.documents):,} files"
-    recurrence = _recurrence(model_config, config, world, device, precision, isinstance(data, RecordData))
+    recurrence = _recurrence_label(trainer.recurrence, isinstance(data, RecordData))
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {what}, {len(vocab.chars)} symbols, "
         f"device {device.type}{ranks}, {precision_label(precision)}{recurrence}"
@@ -165,16 +165,9 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device, precis
     return _run(trainer, job.checkpoint_dir, quiet, world.is_main, job.tensorboard)
 
 
-def _recurrence(model_config: ModelConfig, config: TrainConfig, world: distributed.World, device: torch.device,
-                precision: torch.dtype | None, records: bool) -> str:
-    """", recurrence lstm_amx.c" (or another library) when this run's steps take a C recurrence
-    (lstm_train.py) rather than nn.LSTM; record batches vary in rows, so only those whose rows
-    are a multiple of 16 do."""
-    rows = config.batch_size // world.size
-    if model_config.cell != "lstm":
-        return ""
-    chosen = lstm_train.kernel_for(lstm_train.BATCH_MULTIPLE if records else rows, model_config.hidden,
-                                   device.type, precision or torch.float32)
+def _recurrence_label(chosen: Kernel | None, records: bool) -> str:
+    """", recurrence lstm_amx.c" (or another library) when the run's steps take a C recurrence
+    rather than nn.LSTM; record batches vary in rows, so only those whose rows it fits do."""
     if chosen is None:
         return ""
     return f", recurrence {chosen.source}" + (" (batches of a multiple of 16 rows)" if records else "")
@@ -183,18 +176,18 @@ def _recurrence(model_config: ModelConfig, config: TrainConfig, world: distribut
 def _run(trainer: Trainer, checkpoint_dir: Path, quiet: bool, is_main: bool, tensorboard: Path | None = None) -> int:
     """Runs the loop with progress and signal handling, logging TensorBoard scalars to
     `tensorboard` (rank 0) when given; the exit code."""
-    trainer.scalars = TensorBoardScalars(tensorboard) if tensorboard is not None and is_main else None
-    trainer.progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
+    scalars = TensorBoardScalars(tensorboard) if tensorboard is not None and is_main else None
+    progress = TrainingProgress(trainer.total_steps(), trainer.step, quiet)
     result = None
     try:
         with stop_on_signals(trainer):
-            result = trainer.run()
+            result = trainer.run(progress, scalars)
     except KeyboardInterrupt:  # a second signal: the last checkpoint written stays whole
         pass
     finally:
-        trainer.progress.close()
-        if trainer.scalars is not None:
-            trainer.scalars.close()
+        progress.close()
+        if scalars is not None:
+            scalars.close()
     if result is None:
         log(f"aborted; the last checkpoint in {checkpoint_dir} is intact", quiet=not is_main)
         return EXIT_SIGNAL_BASE + 2

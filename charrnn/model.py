@@ -3,13 +3,15 @@
 The lookup table is the one-hot input encoding written cheaply: a one-hot vector times
 a weight matrix selects one column, which is what `nn.Embedding` does. The core is the
 fused `nn.LSTM`/`nn.GRU`/`nn.RNN` (cuDNN on a GPU) for training and evaluation, except that
-an LSTM trains on a CPU through lstm_train.py's C recurrence where it can be built (faster, the same
-function); generation steps the same weights one character at a time (step.py).
+an LSTM trains on a CPU through a C recurrence (native/recurrence.py) where the Trainer found
+one (faster, the same function); generation steps the same weights one character at a time
+(generation/steppers.py).
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,8 +19,10 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .native import recurrence as lstm_train
 from .training.dropout import dropout
+
+if TYPE_CHECKING:
+    from .native.recurrence import Kernel
 
 # The recurrent state: (h, c) for an LSTM, h alone for a GRU or a tanh RNN,
 # each shaped [layers, batch, hidden].
@@ -41,7 +45,10 @@ class CharRNN(nn.Module):
             batch_first=True,
         )
         self.head = nn.Linear(config.hidden, config.vocab_size)
-        self.recurrent_weights = [f"weight_hh_l{k}" for k in range(config.layers)]
+        self.recurrent_weight_names = [f"weight_hh_l{k}" for k in range(config.layers)]
+        # A C recurrence (native/recurrence.py) that training steps take instead of nn.LSTM, chosen
+        # once by the Trainer for its device, precision and batch; None: the fused core always.
+        self.recurrence: Kernel | None = None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -64,7 +71,7 @@ class CharRNN(nn.Module):
         native_core = self.uses_recurrence_kernel(ids)
         # Drawn once per window, so every segment of it reads the same dropped weights.
         dropped = self.training and self.config.weight_drop > 0
-        weights = self._recurrent_weights() if native_core or dropped else None
+        weights = self._core_weights() if native_core or dropped else None
         columns = [] if resets is None else resets.any(0).nonzero().flatten().tolist()
         if columns:
             out, new_state = self._recur_segments(ids, state, resets, columns, native_core, weights)
@@ -80,8 +87,8 @@ class CharRNN(nn.Module):
         if native_core:
             # Time-major inside: each time step's rows are then one contiguous block. The first
             # layer looks its inputs' projections up by id rather than embed and project them.
-            return lstm_train.stacked_lstm(self.core, weights, self.embed.weight, state, self.config.dropout,
-                                           self.training, ids=ids.t())
+            return self.recurrence.run(self.core, weights, self.embed.weight, state, self.config.dropout,
+                                       self.training, ids=ids.t())
         x = self.embed(ids)
         if state is None:
             args: tuple = (x,)
@@ -112,21 +119,22 @@ class CharRNN(nn.Module):
         return torch.cat(outs, dim=0 if native_core else 1), state
 
     def uses_recurrence_kernel(self, ids: torch.Tensor) -> bool:
-        """Whether a forward pass on `ids` runs a C recurrence (lstm_train.py) instead of `nn.LSTM`."""
-        return (self.config.cell == "lstm" and self.training and torch.is_grad_enabled()
-                and lstm_train.usable(ids.size(0), self.config.hidden, ids.device.type))
+        """Whether a forward pass on `ids` runs the C recurrence (`self.recurrence`) instead of
+        `nn.LSTM`: in training, with gradients, on a batch whose rows it fits."""
+        return (self.recurrence is not None and self.training and torch.is_grad_enabled()
+                and self.recurrence.fits(ids.size(0)))
 
-    def _recurrent_weights(self) -> dict[str, torch.Tensor]:
+    def _core_weights(self) -> dict[str, torch.Tensor]:
         """The core's weights by name; in training with weight drop, the hidden-to-hidden ones
         masked (inverted dropout keeps their expectation, so evaluation uses them as they are)."""
         weights = dict(self.core.named_parameters())
         if self.training and self.config.weight_drop > 0:
-            for name in self.recurrent_weights:
+            for name in self.recurrent_weight_names:
                 weights[name] = F.dropout(weights[name], self.config.weight_drop)
         return weights
 
     def _core_with_dropped_weights(self, args: tuple, weights: dict[str, torch.Tensor]) -> tuple:
-        # The masked matrices (`_recurrent_weights`) stand in for the parameters for this one
+        # The masked matrices (`_core_weights`) stand in for the parameters for this one
         # call; gradients flow through the mask to the parameters.
         with warnings.catch_warnings():
             # cuDNN copies weights that are not in its flat buffer, which is the point here.

@@ -191,7 +191,7 @@ def test_precision_is_chosen_per_run_and_reported(tmp_path, corpus_file):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_says_which_recurrence_its_steps_take(tmp_path, corpus_file, monkeypatch, precision):
-    """The first line names the C recurrence (lstm_train.kernel) when the batch and hidden size
+    """The first line names the C recurrence (native/recurrence.py's choice) when the batch and hidden size
     fit it, and nothing when nn.LSTM runs: another shape, or CHARRNN_LSTM_KERNEL=off."""
     dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     chosen = lstm_train.kernel(dtype)

@@ -41,7 +41,7 @@ def test_weight_drop_masks_the_recurrent_weights_in_training_only(cell):
     # and the parameters themselves are unchanged by the forward pass.
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model(ids)[0].square().sum().backward()
-    for name in model.recurrent_weights:
+    for name in model.recurrent_weight_names:
         grad = getattr(model.core, name).grad
         assert 0.3 < (grad == 0).float().mean() < 0.7
         assert torch.equal(getattr(model.core, name), before[f"core.{name}"])

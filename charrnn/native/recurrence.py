@@ -17,14 +17,15 @@ wait for the previous time step, so each layer here:
   a few tile instructions per block of 16 units and the gate arithmetic beside them. Without
   AMX, lstm_vector.c does the same with `vdpbf16ps` in place of the tiles (same arguments,
   same packed weights), and its fp32 build with fused multiply-adds on fp32 weights;
-  `kernel(dtype)` says which library a step takes.
+  `choose` picks the library once for a run.
 
 Under bf16 autocast the products are bf16 with fp32 accumulation, as `nn.LSTM`'s are; the
 cell and the carried state stay fp32 (the gates kept for the backward pass are fp16). Without
 autocast everything is fp32, and only the order of the sums differs from `nn.LSTM`'s (see
-docs/experiments.md, "fp32 recurrence"). model.py uses it for training on a CPU when a library
-can be had and the shapes fit (batch a multiple of 16, hidden of 32); everything else runs
-`nn.LSTM`, and the tests hold them together.
+docs/experiments.md, "fp32 recurrence"). The Trainer chooses a kernel when it is set up, for
+training on a CPU when a library can be had and the shapes fit (batch a multiple of 16, hidden
+of 32), and gives it to the model (`CharRNN.recurrence`); everything else runs `nn.LSTM`, and
+the tests hold them together.
 
 CHARRNN_LSTM_KERNEL chooses the library: `auto` (the default) takes, for bf16 steps,
 lstm_amx.c where it can be had, else lstm_vector.c's bf16 build if AUTO_TAKES_AVX512, and for
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -55,14 +56,28 @@ AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_vector.c's bf16 build wher
 AUTO_TAKES_FP32 = True  # whether `auto` takes lstm_vector.c's fp32 build for fp32 steps
 
 
-class Kernel(NamedTuple):
+@dataclass(frozen=True)
+class Kernel:
     """A training library's two entry points (lstm_amx.c's arguments, in every library) and the
-    dtype of the values they take and give."""
+    dtype of the values they take and give: chosen once when training is set up (`choose`) and
+    kept on the model (`CharRNN.recurrence`), which runs its training steps through `run`."""
 
     source: str
     forward: Callable[..., int]
     backward: Callable[..., int]
     dtype: torch.dtype
+
+    def fits(self, rows: int) -> bool:
+        """Whether a batch of `rows` can run through it (rows of a tile; record batches vary)."""
+        return rows % BATCH_MULTIPLE == 0
+
+    def run(self, core: nn.LSTM, weights: dict[str, torch.Tensor], table: torch.Tensor, state: State | None,
+            p_dropout: float, training: bool, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """`stacked_lstm` through this kernel, the first layer looking its inputs up by id."""
+        return stacked_lstm(self, core, weights, table, state, p_dropout, training, ids=ids)
+
+    def __deepcopy__(self, memo: dict) -> Kernel:
+        return self  # a handle on a loaded library: every copy of a model (the average) shares it
 
 
 def kernel(dtype: torch.dtype | None) -> Kernel | None:
@@ -86,11 +101,6 @@ def kernel(dtype: torch.dtype | None) -> Kernel | None:
     return None
 
 
-def usable(batch: int, hidden: int, device_type: str) -> bool:
-    """Whether a step of this shape, in the current autocast state, can train here."""
-    return kernel_for(batch, hidden, device_type, step_dtype()) is not None
-
-
 def kernel_for(batch: int, hidden: int, device_type: str, dtype: torch.dtype | None) -> Kernel | None:
     """The library a training step of this shape with values in `dtype` takes, or None for nn.LSTM."""
     if device_type != "cpu" or batch % BATCH_MULTIPLE or hidden % HIDDEN_MULTIPLE:
@@ -98,29 +108,25 @@ def kernel_for(batch: int, hidden: int, device_type: str, dtype: torch.dtype | N
     return kernel(dtype)
 
 
-def step_dtype() -> torch.dtype | None:
-    """The dtype of a CPU step's products now: bf16 under bf16 autocast, fp32 without autocast,
-    None under any other autocast (which no kernel takes)."""
-    try:
-        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except (TypeError, AttributeError):  # torch < 2.4 names these per device
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    if not enabled:
-        return torch.float32
-    return torch.bfloat16 if dtype == torch.bfloat16 else None
+def choose(cell: str, hidden: int, rows: int | None, device_type: str, dtype: torch.dtype) -> Kernel | None:
+    """The kernel a training run takes, chosen once when it is set up: an LSTM's on a CPU with a
+    library for its step dtype (`dtype`: bf16 under bf16 autocast, else fp32) and shapes that fit.
+    `rows` is each step's batch rows, or None where they vary (records: only batches whose rows
+    the kernel `fits` take it)."""
+    if cell != "lstm":
+        return None
+    return kernel_for(BATCH_MULTIPLE if rows is None else rows, hidden, device_type, dtype)
 
 
-def stacked_lstm(core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
+def stacked_lstm(chosen: Kernel, core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
                  p_dropout: float, training: bool, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
     """x [time, batch, inputs] -> output [time, batch, hidden] in the step's dtype (bf16 under
     bf16 autocast, else fp32) and the new (h, c), each [layers, batch, hidden] fp32. With ids
     [time, batch], x is instead the table the inputs are rows of ([vocab, inputs]: the
     embedding), and the first layer looks up the projections of its rows rather than projecting
     every input (see `input_table`). `weights` holds the core's weights by name (the recurrent
-    ones may be masked copies); dropout between layers as nn.LSTM applies it."""
-    chosen = kernel(step_dtype())
-    if chosen is None:
-        raise RuntimeError("no recurrence library here: lstm_train.usable() is False, so nn.LSTM must run")
+    ones may be masked copies); dropout between layers as nn.LSTM applies it. Values are in
+    `chosen.dtype`, whatever the autocast state."""
     layers, hidden = core.num_layers, core.hidden_size
     batch = (ids if ids is not None else x).size(1)
     if state is None:

@@ -9,7 +9,6 @@ state, so nothing is carried from one to the next.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 
@@ -17,13 +16,7 @@ from ..errors import CharrnnError
 from ..evaluate import evaluate_records
 from ..model import CharRNN
 from ..text.records import Records, make_batch, plan_batches, record_hashes, seeded_split
-
-
-@dataclass
-class RecordPosition:
-    epoch: int = 0
-    window: int = 0  # the next batch within the epoch
-    offset: int = 0  # unused: kept so that checkpoints hold one shape of data position
+from .batching import Position
 
 
 class RecordBatcher:
@@ -36,7 +29,8 @@ class RecordBatcher:
         self.tokens_per_batch = tokens_per_batch
         self.seed = seed
         self.lengths = records.lengths.tolist()
-        self.position = RecordPosition()
+        self.position = Position()
+        self.resets: torch.Tensor | None = None  # records never start mid-batch: the state is fresh
         self._epoch_plan = (-1, [])
         self.windows_per_epoch = len(self._plan(0))
 
@@ -50,6 +44,7 @@ class RecordBatcher:
         return self._epoch_plan[1]
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The next batch (make_batch's inputs and targets), and whether it starts an epoch."""
         pos = self.position
         if pos.window >= len(self._plan(pos.epoch)):
             pos.epoch += 1

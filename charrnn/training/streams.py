@@ -20,7 +20,6 @@ so nothing carries from one file into the next, even in the middle of a window.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 
@@ -28,6 +27,7 @@ from ..errors import CharrnnError
 from ..evaluate import DEFAULT_STREAMS, evaluate
 from ..model import CharRNN
 from ..text.token_files import as_ids
+from .batching import Position
 from .distributed import World
 
 
@@ -57,16 +57,6 @@ def split_for_training(tokens: torch.Tensor, val_frac: float, eval_chars: int | 
             f"of at least 2 (--val-frac {val_frac}); use a longer corpus or smaller sizes"
         )
     return train, val
-
-
-@dataclass
-class Position:
-    """Where the batcher is: the epoch (from 0), the next window within it, and the
-    epoch's rotation of the training text."""
-
-    epoch: int = 0
-    window: int = 0
-    offset: int = 0
 
 
 class StreamBatcher:

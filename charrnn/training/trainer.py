@@ -21,14 +21,14 @@ from .. import checkpoint
 from ..config import TrainConfig, run_options
 from ..errors import CharrnnError, TrainingDiverged
 from ..model import CharRNN, State, detach_state, loss_fn
+from ..native import recurrence
 from ..progress import TrainingProgress, format_duration
 from ..runtime import autocast, precision_label, rng_state, seed_everything, set_rng_state
 from ..text.vocab import Vocabulary
 from . import schedule
 from .average import WeightAverage
+from .batching import TrainingData
 from .distributed import World
-from .record_batches import RecordData
-from .streams import StreamData
 
 REPORT_EVERY = 20  # steps between reads of the training loss (each read waits for the device)
 
@@ -56,6 +56,10 @@ def adamw(parameters: Iterator[torch.nn.Parameter], config: TrainConfig, device:
         except (RuntimeError, TypeError, ValueError):  # torch < 2.4 fuses on CUDA only
             pass
     return torch.optim.AdamW(parameters, **settings)
+
+# Called with (step, {name: value}) at each read of the training loss and each validation;
+# names: train_loss, lr, chars_per_s, val_loss.
+ScalarSink = Callable[[int, dict[str, float]], None]
 
 
 class LossWindow:
@@ -92,12 +96,11 @@ class Trainer:
         self,
         model: CharRNN,
         vocab: Vocabulary,
-        data: StreamData | RecordData,
+        data: TrainingData,
         config: TrainConfig,
         device: torch.device,
         checkpoint_dir: Path,
         corpus: dict,
-        progress: TrainingProgress | None = None,
         resume: checkpoint.Checkpoint | None = None,
         world: World | None = None,
         precision: torch.dtype | None = None,
@@ -108,6 +111,12 @@ class Trainer:
         self.vocab = vocab
         self.world = world = world or World()
         self.model = model.to(device)
+        # The C recurrence, if any, chosen once for the run: the model runs its steps through it,
+        # and `charrnn train`'s first line names it.
+        rows = None if data.fresh_state else config.batch_size // world.size  # record batches vary
+        self.recurrence = recurrence.choose(model.config.cell, model.config.hidden, rows, device.type,
+                                            precision or torch.float32)
+        self.model.recurrence = self.recurrence
         self.train_model = self._distributed(self.model)
         # Validation scores the average beside the trained weights; checkpoints hand `sample`
         # and `eval` whichever scored lower last.
@@ -116,7 +125,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.options = run_options(model.config, config)
         self.corpus = corpus
-        self.progress = progress
+        self.progress: TrainingProgress | None = None  # set by run()
         self.data = data
         self.batcher = data.batcher
         self.optimizer = adamw(self.model.parameters(), config, device)
@@ -129,9 +138,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self.stop_agreed = False
         self.train_loss = self.val_loss = self.chars_per_s = None
-        # Called with (step, {name: value}) at each read of the training loss and each validation
-        # (commands.py's --tensorboard writer); names: train_loss, lr, chars_per_s, val_loss.
-        self.scalars: Callable[[int, dict[str, float]], None] | None = None
+        self.scalars: ScalarSink | None = None  # set by run()
         # Each rank draws its own dropout masks; rank 0 of any run draws a one-process run's.
         seed_everything(config.seed + world.rank)
         if resume is not None:
@@ -317,7 +324,11 @@ class Trainer:
             self.average.update(model, self.step)
         return loss.detach()
 
-    def run(self) -> TrainResult:
+    def run(self, progress: TrainingProgress | None = None, scalars: ScalarSink | None = None) -> TrainResult:
+        """Trains until the budget is spent, the validation loss plateaus or a signal stops it.
+        `progress` is shown on stderr; `scalars` (e.g. --tensorboard's writer) gets each read of
+        the training loss and each validation."""
+        self.progress, self.scalars = progress, scalars
         config = self.config
         self.model.train()
         run_start = time.monotonic() - self.elapsed
@@ -325,11 +336,11 @@ class Trainer:
         last_saved = self.step
         while not self.done() and not self.stop_agreed:
             x, y, new_epoch = self.batcher.next()
-            resets = getattr(self.batcher, "resets", None)  # a stream batch's document starts, if any
             if new_epoch or self.data.fresh_state:
                 self.state = None
             self.lr = self.learning_rate()
-            window.add(self.train_step(x, y, resets), int((y >= 0).sum()) * self.world.size)  # padding is not read
+            scored = int((y >= 0).sum()) * self.world.size  # padding is not read
+            window.add(self.train_step(x, y, self.batcher.resets), scored)
             self.elapsed, self.stop_agreed = self.world.agree(time.monotonic() - run_start,
                                                               self.stop_signal is not None)
             finishing = self.done() or self.stop_agreed

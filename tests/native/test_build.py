@@ -272,10 +272,8 @@ def test_no_usable_compiler_falls_back_to_the_eager_step(fresh_library, monkeypa
     assert native.amx_library() is None
     assert native.avx512_library() is None
     assert native.fp32_library() is None
-    model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).train()
-    assert not model.uses_recurrence_kernel(torch.zeros(16, 4))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not model.uses_recurrence_kernel(torch.zeros(16, 4))
+    for dtype in (torch.float32, torch.bfloat16):
+        assert lstm_train.choose("lstm", 32, 16, "cpu", dtype) is None
     model = CharRNN(ModelConfig(vocab_size=5, hidden=32)).eval()
     assert isinstance(step_cell(model, 1), LSTMStep)
     vocab = Vocabulary.from_text("abcde")
@@ -362,8 +360,7 @@ def test_a_training_library_that_disagrees_with_lstm_train_is_not_used(rebound, 
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")
     monkeypatch.setenv(lstm_train.KERNEL_ENV, kind)
     assert load() is None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        assert not lstm_train.usable(16, 64, "cpu")
+    assert lstm_train.choose("lstm", 64, 16, "cpu", torch.float32 if precision == "fp32" else torch.bfloat16) is None
     err = capsys.readouterr().err
     assert f"cannot use {source} ({precision} training takes nn.LSTM)" in err
     assert "hidden_multiple 32 (expected 64)" in err

@@ -34,6 +34,16 @@ class Forced:
     dtype: torch.dtype
     tolerance: float
 
+    @property
+    def chosen(self) -> lstm_train.Kernel:
+        """The kernel itself, as the Trainer chooses it for a run in this precision."""
+        return lstm_train.kernel(self.dtype)
+
+    def give(self, model: CharRNN) -> CharRNN:
+        """`model` with this kernel for its training steps, as the Trainer sets it up."""
+        model.recurrence = self.chosen
+        return model
+
     def precision(self, enabled: bool = True) -> contextlib.AbstractContextManager:
         """The autocast state this kernel's steps run in (fp32: none); with enabled False, the
         other precision, which the forced kernel does not take."""
@@ -104,7 +114,8 @@ def run_core(core: nn.LSTM, x: torch.Tensor, state, by_hand: Forced | None):
     state = tuple(s.clone().requires_grad_() for s in state)
     if by_hand is not None:
         with by_hand.precision():
-            out, (h, c) = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
+            out, (h, c) = lstm_train.stacked_lstm(by_hand.chosen, core, dict(core.named_parameters()), x, state, 0.0,
+                                                  True)
     else:
         out, (h, c) = core(x, state)
     weights = torch.linspace(-1, 1, out.size(-1))
@@ -205,7 +216,7 @@ def test_the_kernels_pass_nan_and_infinity_on_as_nn_lstm_does(kernel):
     with torch.no_grad():
         want, _ = core(x, state)
         with kernel.precision():
-            got, _ = lstm_train.stacked_lstm(core, dict(core.named_parameters()), x, state, 0.0, True)
+            got, _ = lstm_train.stacked_lstm(kernel.chosen, core, dict(core.named_parameters()), x, state, 0.0, True)
     got = got.float()
     assert want[1:, 3].isnan().all() and not want[:, 5].isnan().any()
     assert torch.equal(got.isnan(), want.isnan())
@@ -218,14 +229,17 @@ def test_the_model_trains_through_the_kernel_only_where_it_fits(kernel):
     fit; other shapes, the other precision, evaluation and inference fall back to nn.LSTM; both
     give the same loss."""
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0))
+    model = kernel.give(CharRNN(ModelConfig(40, layers=2, hidden=64, dropout=0.0)))
     ids = torch.randint(0, 40, (16, 30))
     with kernel.precision():
         assert model.uses_recurrence_kernel(ids)
         assert not model.uses_recurrence_kernel(ids[:10])  # 10 rows: not a multiple of 16
         by_hand = loss_fn(model(ids)[0], ids)
-    with kernel.precision(enabled=False):
-        assert not model.uses_recurrence_kernel(ids)
+    other = torch.bfloat16 if kernel.dtype == torch.float32 else torch.float32
+    assert lstm_train.choose("lstm", 64, 16, "cpu", other) is None  # the forced kernel's precision only
+    assert lstm_train.choose("lstm", 64, 8, "cpu", kernel.dtype) is None  # rows that never fit
+    assert lstm_train.choose("gru", 64, 16, "cpu", kernel.dtype) is None
+    assert lstm_train.choose("lstm", 64, None, "cpu", kernel.dtype) == kernel.chosen  # records: fits() per batch
     with torch.no_grad(), kernel.precision():
         assert not model.uses_recurrence_kernel(ids)
         fused = loss_fn(model(ids)[0], ids)
@@ -246,8 +260,7 @@ def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, monkeypatch,
     ids = torch.randint(0, 40, (32, 30))
     grads = {}
     for by_hand in (True, False):
-        if not by_hand:
-            monkeypatch.setenv(lstm_train.KERNEL_ENV, "off")
+        model.recurrence = kernel.chosen if by_hand else None
         model.zero_grad()
         torch.manual_seed(3)
         with kernel.precision() if by_hand else contextlib.nullcontext():
@@ -259,14 +272,14 @@ def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, monkeypatch,
     for name, want in grads[False].items():
         assert relative_error(grads[True][name], want) < kernel.tolerance, name
     # The kernel reads the table unchecked, so ids outside it are refused first, as nn.Embedding does.
-    monkeypatch.setenv(lstm_train.KERNEL_ENV, kernel.name)
+    kernel.give(model)
     with kernel.precision(), pytest.raises(IndexError, match=r"\[0, 40\)"):
         model(ids % 40 + 40 * (ids == 0))
 
 
 def test_weight_drop_reaches_the_recurrent_weights_on_the_kernel_path(kernel):
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5))
+    model = kernel.give(CharRNN(ModelConfig(40, layers=1, hidden=32, dropout=0.0, weight_drop=0.5)))
     ids = torch.randint(0, 40, (16, 20))
     with kernel.precision():
         assert model.uses_recurrence_kernel(ids)

@@ -217,6 +217,7 @@ def test_the_kernel_path_resets_like_a_zero_state(path):
     skip_without_kernel(path)
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=2, hidden=32, dropout=0.0)).train()
+    model.recurrence = lstm_train.kernel(KERNEL_PATHS[path])  # as the Trainer chooses it
     ids = torch.zeros(16, 40, dtype=torch.long)
     with kernel_context(path):
         assert model.uses_recurrence_kernel(ids)
@@ -233,6 +234,7 @@ def test_no_gradient_crosses_a_reset(cell, path):
     torch.manual_seed(0)
     batch, steps, reset_at = (3, 24, 10) if path == "plain" else (16, 24, 10)
     model = CharRNN(ModelConfig(vocab_size=9, cell=cell, layers=2, hidden=32, dropout=0.0, weight_drop=0.2)).train()
+    model.recurrence = lstm_train.kernel(KERNEL_PATHS[path]) if path in KERNEL_PATHS else None
     # Symbol 0 appears only in row 0, before its reset: nothing scored after the reset may reach it.
     ids = torch.randint(1, 9, (batch, steps), generator=torch.Generator().manual_seed(2))
     ids[0, :reset_at] = 0

@@ -163,8 +163,8 @@ def test_bf16_training_learns_carries_fp32_state_and_resumes_in_fp32(tmp_path):
     The shapes fit the C recurrence's blocks, so on an AMX or AVX512-BF16 CPU this trains through it."""
     trainer = make_trainer(tmp_path, precision=torch.bfloat16, max_steps=160, eval_every=40, batch_size=16,
                            hidden=32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert lstm_train.usable(16, 32, "cpu") == (lstm_train.kernel(torch.bfloat16) is not None)
+    assert trainer.recurrence == lstm_train.kernel(torch.bfloat16)  # chosen once, for the run's precision
+    assert trainer.model.recurrence is trainer.recurrence
     result = trainer.run()
     assert result.best_val_loss < 0.55 * math.log(len(trainer.vocab))
     assert all(s.dtype == torch.float32 for s in trainer.state)
