@@ -109,7 +109,7 @@ def train_flops_per_char(layers: int, hidden: int, first_layer_looked_up: bool =
     """Matrix-product FLOPs per character of a training step: forward (both products of
     every LSTM layer and the head) and a backward pass of twice that (input and weight grads).
     `first_layer_looked_up`: the first layer's input product is a table lookup (charrnn's
-    training on AMX, lstm_train.input_table), so its share is not done at all."""
+    training on AMX, charrnn.model.input_table), so its share is not done at all."""
     gates = 4 * hidden
     forward = 2 * (layers * gates * (hidden + hidden) + hidden * VOCAB)
     skipped = 2 * gates * hidden if first_layer_looked_up else 0

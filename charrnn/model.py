@@ -142,6 +142,15 @@ class CharRNN(nn.Module):
             return functional_call(self.core, weights, args)
 
 
+def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The first layer's input projection of every symbol, [vocab, gates] in `dtype` (no bias):
+    an input is a row of the embedding, so its projection is a row of this table. Sampling looks
+    each character's gate inputs up in it, and so does training through the C recurrence, which
+    spares it the first layer's three largest products (see docs/experiments.md, "First-layer
+    lookup")."""
+    return torch.mm(embedding.to(dtype), w_ih.to(dtype).t())
+
+
 def detach_state(state: State) -> State:
     return tuple(s.detach() for s in state)
 

@@ -84,20 +84,21 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 def cpu_multiplies_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively: AMX-BF16 tiles (Intel Sapphire Rapids and
     later) or AVX512-BF16's dot products (AMD Zen 4 and later, Intel Cooper Lake)."""
-    return _cpu_has("amx_bf16") or _cpu_has("avx512_bf16")
+    return cpu_has("amx_bf16") or cpu_has("avx512_bf16")
 
 
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU has AMX-BF16 tiles, which charrnn/lstm_amx.c needs."""
-    return _cpu_has("amx_bf16")
+    return cpu_has("amx_bf16")
 
 
 def cpu_has_avx2_fma() -> bool:
     """Whether this CPU has AVX2 and FMA, which charrnn/lstm_vector.c's fp32 build needs."""
-    return _cpu_has("avx2") and _cpu_has("fma3")
+    return cpu_has("avx2") and cpu_has("fma3")
 
 
-def _cpu_has(feature: str) -> bool:
+def cpu_has(feature: str) -> bool:
+    """Whether torch reports this CPU feature (e.g. "avx512_bf16"); False where it cannot tell."""
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch: assume not
     return bool(capabilities is not None and capabilities().get(feature))
 

@@ -24,7 +24,9 @@ import ctypes
 import torch
 
 from ..model import CharRNN, State
+from ..native import abi
 from ..native import build as native
+from ..native.layouts import lstm_sampling_weights, sampling_table, step_blocks, step_head
 
 _ATEN_CELLS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
@@ -34,41 +36,9 @@ def step_cell(model: CharRNN, batch: int) -> NativeLSTMStep | LSTMStep | ATenSte
     if model.config.cell != "lstm":
         return ATenStep(model, batch)
     library = native.library()
-    if library is not None and batch == 1 and model.config.hidden % native.BLOCK == 0:
+    if library is not None and batch == 1 and model.config.hidden % abi.STEP_BLOCK == 0:
         return NativeLSTMStep(model, library)
     return LSTMStep(model, batch, library)
-
-
-def _input_table(model: CharRNN, fold_b_hh: bool = True) -> torch.Tensor:
-    """Layer 0's gate inputs for every character, [vocab, gates]: the embedding lookup, the
-    input projection and its bias at once, plus the recurrent bias where the cell allows."""
-    core = model.core
-    table = model.embed.weight.float() @ core.weight_ih_l0.float().t() + core.bias_ih_l0.float()
-    return table + core.bias_hh_l0.float() if fold_b_hh else table
-
-
-def _gates_ifog(weight: torch.Tensor, hidden: int) -> torch.Tensor:
-    """PyTorch's gate order (i, f, g, o) along dim 0 -> (i, f, o, g): the three sigmoid
-    gates become one contiguous block."""
-    i, f, g, o = weight.split(hidden, 0)
-    return torch.cat([i, f, o, g], 0)
-
-
-def _lstm_stepping_weights(model: CharRNN) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
-    """What both LSTM steppers read, fp32, gates in (i, f, o, g) order: layer 0's table
-    [vocab, gates]; each layer's weights [gates, inputs] (layer 0: recurrent only, the
-    others [W_ih | W_hh] so that [input, h] is one product); each layer's summed biases
-    [gates] (None for layer 0, whose biases are in the table)."""
-    core, hidden = model.core, model.config.hidden
-    table = _gates_ifog(_input_table(model).t(), hidden).t().contiguous()
-    weights = [_gates_ifog(core.weight_hh_l0.float(), hidden)]
-    biases: list[torch.Tensor | None] = [None]
-    for layer in range(1, model.config.layers):
-        both = torch.cat([getattr(core, f"weight_ih_l{layer}"), getattr(core, f"weight_hh_l{layer}")], 1)
-        weights.append(_gates_ifog(both.float(), hidden))
-        bias = getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")
-        biases.append(_gates_ifog(bias.float(), hidden))
-    return table, weights, biases
 
 
 class LSTMStep:
@@ -88,7 +58,7 @@ class LSTMStep:
             return w.reshape(w.size(0), self.split, width // self.split).permute(1, 0, 2).contiguous()
 
         with torch.no_grad():
-            self.table, weights, biases = _lstm_stepping_weights(model)
+            self.table, weights, biases = lstm_sampling_weights(model)
             # One view per character, indexed in Python: no tensor operation per character.
             self.table_rows = list(self.table.view(-1, self.split, 1, width // self.split).unbind(0))
             self.weights = [stacked(w) for w in weights]
@@ -170,23 +140,16 @@ class NativeLSTMStep:
     def __init__(self, model: CharRNN, library: ctypes.CDLL):
         cfg = model.config
         hidden, layers, vocab = cfg.hidden, cfg.layers, cfg.vocab_size
-        if hidden % native.BLOCK:
-            raise ValueError(f"the C step needs hidden to be a multiple of {native.BLOCK}")
+        if hidden % abi.STEP_BLOCK:
+            raise ValueError(f"the C step needs hidden to be a multiple of {abi.STEP_BLOCK}")
         self.layers, self.hidden = layers, hidden
-        padded_vocab = -(-vocab // native.BLOCK) * native.BLOCK
-
-        def packed(weight: torch.Tensor) -> torch.Tensor:  # [4H, in] -> [H/BLOCK, in, 4, BLOCK]
-            return weight.view(4, hidden // native.BLOCK, native.BLOCK, -1).permute(1, 3, 0, 2).contiguous()
+        padded_vocab = -(-vocab // abi.STEP_BLOCK) * abi.STEP_BLOCK
 
         with torch.no_grad():
-            self.table, weights, biases = _lstm_stepping_weights(model)
-            self.weights = [packed(w) for w in weights]
+            self.table, weights, biases = lstm_sampling_weights(model)
+            self.weights = [step_blocks(w, hidden) for w in weights]
             self.biases = [torch.zeros(0) if b is None else b for b in biases]  # the C step never reads entry 0
-            head_w = torch.zeros(padded_vocab, hidden)
-            head_w[:vocab] = model.head.weight.float()
-            self.head_w = head_w.view(-1, native.BLOCK, hidden).transpose(1, 2).contiguous()
-            self.head_b = torch.zeros(padded_vocab)
-            self.head_b[:vocab] = model.head.bias.float()
+            self.head_w, self.head_b = step_head(model.head.weight, model.head.bias, padded_vocab)
 
         self.h = [torch.zeros(layers * hidden), torch.zeros(layers * hidden)]  # roles swap every step
         self.c = torch.zeros(layers * hidden)
@@ -195,9 +158,9 @@ class NativeLSTMStep:
         pointers = ctypes.c_void_p * layers
         self.weight_ptrs = pointers(*(w.data_ptr() for w in self.weights))  # kept alive with the tensors
         self.bias_ptrs = pointers(*(b.data_ptr() for b in self.biases))
-        self.native_model = native.LstmStepStruct(
+        self.native_model = abi.LstmStepStruct(
             layers=layers, hidden=hidden, vocab=vocab, padded_vocab=padded_vocab,
-            threads=native.threads(hidden // native.BLOCK),
+            threads=native.threads(hidden // abi.STEP_BLOCK),
             table=self.table.data_ptr(), weights=self.weight_ptrs, biases=self.bias_ptrs,
             head_w=self.head_w.data_ptr(), head_b=self.head_b.data_ptr(),
             h=(ctypes.c_void_p * 2)(self.h[0].data_ptr(), self.h[1].data_ptr()),
@@ -250,7 +213,7 @@ class ATenStep:
         with torch.no_grad():
             # The GRU applies its reset gate to the recurrent half alone, so b_hh stays there.
             self.fold_b_hh0 = cfg.cell != "gru"
-            self.table = _input_table(model, self.fold_b_hh0).contiguous()
+            self.table = sampling_table(model, self.fold_b_hh0).contiguous()
             self.table_columns = self.table.unsqueeze(2)  # [vocab, gates, 1]: one row as input weights
             self.weights = [
                 tuple(getattr(core, f"{name}_l{layer}").float().contiguous()

@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from ..fileio import atomic_path
-from ..runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
+from ..runtime import cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
+from . import abi
 
 SOURCE = Path(__file__).with_name("lstm_step.c")
 AMX_SOURCE = Path(__file__).with_name("lstm_amx.c")
@@ -47,9 +48,6 @@ VECTOR_SOURCE = Path(__file__).with_name("lstm_vector.c")
 FP32_BUILD = ("-DVALUE_FP32",)  # lstm_vector.c's fp32 build; without it, bf16
 # included by the sources: lstm_math.h by every one, lstm_recurrence.h by the training kernels
 HEADERS = (Path(__file__).with_name("lstm_math.h"), Path(__file__).with_name("lstm_recurrence.h"))
-BLOCK = 16  # hidden units per work item; lstm_step.c's BLOCK
-# Raised with the C files' ABI_VERSION whenever a function's arguments change.
-STEP_ABI_VERSION, AMX_ABI_VERSION, VECTOR_ABI_VERSION = 1, 1, 1
 # -fno-trapping-math lets the compiler vectorize floorf (and so the gates); nothing here
 # reads floating-point exception flags.
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC")
@@ -105,7 +103,7 @@ def amx_library() -> ctypes.CDLL | None:
 def avx512_library() -> ctypes.CDLL | None:
     """lstm_vector.c's bf16 recurrence (lstm_amx.c's, on AVX512-BF16 dot products), on CPUs with
     AVX512-BF16; else None. lstm_train.py prefers amx_library() where both can be had."""
-    if not _cpu_has("avx512_bf16"):
+    if not cpu_has("avx512_bf16"):
         if verbose():
             _report(VECTOR_SOURCE, "bf16 training takes nn.LSTM", "this CPU has no AVX512-BF16")
         return None
@@ -206,21 +204,6 @@ def _compile(compiler: str, source: Path, output: Path, defines: tuple[str, ...]
                    timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
-class LstmStepStruct(ctypes.Structure):
-    """lstm_step.c's struct charrnn_lstm: the packed weights and the buffers of one stream."""
-
-    _fields_ = [(name, ctypes.c_int) for name in ("layers", "hidden", "vocab", "padded_vocab", "threads")] + [
-        ("table", ctypes.c_void_p),
-        ("weights", ctypes.POINTER(ctypes.c_void_p)),
-        ("biases", ctypes.POINTER(ctypes.c_void_p)),
-        ("head_w", ctypes.c_void_p),
-        ("head_b", ctypes.c_void_p),
-        ("h", ctypes.c_void_p * 2),
-        ("c", ctypes.c_void_p),
-        ("logits", ctypes.c_void_p),
-    ]
-
-
 def _check_abi(lib: ctypes.CDLL, function: str, expected: dict[str, int]) -> None:
     """Unusable unless the library's `function` (name -> value, -1 if unknown) gives each value."""
     abi = getattr(lib, function)
@@ -234,11 +217,12 @@ def _check_abi(lib: ctypes.CDLL, function: str, expected: dict[str, int]) -> Non
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    fields = {name: getattr(LstmStepStruct, name).offset for name, _ in LstmStepStruct._fields_}
-    _check_abi(lib, "charrnn_step_abi", {"version": STEP_ABI_VERSION, "block": BLOCK,
-                                         "size": ctypes.sizeof(LstmStepStruct), **fields})
+    struct = abi.LstmStepStruct
+    fields = {name: getattr(struct, name).offset for name, _ in struct._fields_}
+    _check_abi(lib, "charrnn_step_abi", {"version": abi.STEP_ABI_VERSION, "block": abi.STEP_BLOCK,
+                                         "size": ctypes.sizeof(struct), **fields})
     step = lib.charrnn_lstm_step  # (model, char_id, current, noise or NULL, scale) -> drawn id or -1
-    step.argtypes = [ctypes.POINTER(LstmStepStruct), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
+    step.argtypes = [ctypes.POINTER(abi.LstmStepStruct), ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_float]
     step.restype = ctypes.c_int
     gates = lib.charrnn_lstm_gates  # (batch, hidden, threads, gates, c, h, h_stride)
     gates.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int]
@@ -250,15 +234,13 @@ def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int, **more: int) -
     """Checks and types a training library's ABI function and two kernels, named `prefix`_abi,
     `prefix`_lstm_forward and `prefix`_lstm_backward (lstm_amx.c and lstm_vector.c alike);
     `more` are further ABI values to check."""
-    from . import recurrence as lstm_train  # which imports this module
-
-    _check_abi(lib, f"{prefix}_abi", {"version": version, "block": lstm_train.UNIT_BLOCK,
-                                      "batch_multiple": lstm_train.BATCH_MULTIPLE,
-                                      "hidden_multiple": lstm_train.HIDDEN_MULTIPLE, **more})
+    _check_abi(lib, f"{prefix}_abi", {"version": version, "block": abi.UNIT_BLOCK,
+                                      "batch_multiple": abi.BATCH_MULTIPLE,
+                                      "hidden_multiple": abi.HIDDEN_MULTIPLE, **more})
     # (steps, batch, hidden, threads, x_gates, ids, w_packed, bias, h0, c0, acts, c, h)
     forward = getattr(lib, f"{prefix}_lstm_forward")
     forward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9
-    forward.restype = ctypes.c_int  # 0, or one of lstm_train's error codes
+    forward.restype = ctypes.c_int  # 0, or one of abi's error codes
     # (steps, batch, hidden, threads, acts, c, c0, grad_h, w_packed, dh_rec, dc, d_gates, d_bias, ids, d_table)
     backward = getattr(lib, f"{prefix}_lstm_backward")
     backward.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 11
@@ -267,12 +249,12 @@ def _bind_recurrence(lib: ctypes.CDLL, prefix: str, version: int, **more: int) -
 
 def _bind_vector(lib: ctypes.CDLL, value_bytes: int) -> ctypes.CDLL:
     """lstm_vector.c's build whose values are `value_bytes` wide (2: bf16, 4: fp32)."""
-    _bind_recurrence(lib, "charrnn_vector", VECTOR_ABI_VERSION, value_bytes=value_bytes)
+    _bind_recurrence(lib, "charrnn_vector", abi.VECTOR_ABI_VERSION, value_bytes=value_bytes)
     return lib
 
 
 def _bind_amx(lib: ctypes.CDLL) -> ctypes.CDLL:
-    _bind_recurrence(lib, "charrnn_amx", AMX_ABI_VERSION)
+    _bind_recurrence(lib, "charrnn_amx", abi.AMX_ABI_VERSION)
     lib.charrnn_amx_init.argtypes = []
     lib.charrnn_amx_init.restype = ctypes.c_int
     if lib.charrnn_amx_init() != 0:

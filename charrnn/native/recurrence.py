@@ -43,14 +43,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..model import input_table
 from ..training.dropout import dropout
+from . import abi
 from . import build as native
+from .layouts import training_columns
 
 State = tuple[torch.Tensor, torch.Tensor]
-# lstm_amx.c's tile constants, which native.py checks against the library's when it loads it:
-UNIT_BLOCK = 16  # hidden units a thread takes at a time, and columns of a packed block of W
-BATCH_MULTIPLE, HIDDEN_MULTIPLE = 16, 32  # rows of a tile; bf16 values of K per tile
-OUT_OF_MEMORY, UNSUPPORTED_SHAPE = -1, -2  # the kernels' return codes besides 0
 KERNEL_ENV = "CHARRNN_LSTM_KERNEL"  # auto, amx, avx512, fp32 or off; see the module docstring
 AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_vector.c's bf16 build where AMX cannot be had
 AUTO_TAKES_FP32 = True  # whether `auto` takes lstm_vector.c's fp32 build for fp32 steps
@@ -69,7 +68,7 @@ class Kernel:
 
     def fits(self, rows: int) -> bool:
         """Whether a batch of `rows` can run through it (rows of a tile; record batches vary)."""
-        return rows % BATCH_MULTIPLE == 0
+        return rows % abi.BATCH_MULTIPLE == 0
 
     def run(self, core: nn.LSTM, weights: dict[str, torch.Tensor], table: torch.Tensor, state: State | None,
             p_dropout: float, training: bool, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
@@ -103,7 +102,7 @@ def kernel(dtype: torch.dtype | None) -> Kernel | None:
 
 def kernel_for(batch: int, hidden: int, device_type: str, dtype: torch.dtype | None) -> Kernel | None:
     """The library a training step of this shape with values in `dtype` takes, or None for nn.LSTM."""
-    if device_type != "cpu" or batch % BATCH_MULTIPLE or hidden % HIDDEN_MULTIPLE:
+    if device_type != "cpu" or batch % abi.BATCH_MULTIPLE or hidden % abi.HIDDEN_MULTIPLE:
         return None
     return kernel(dtype)
 
@@ -115,7 +114,7 @@ def choose(cell: str, hidden: int, rows: int | None, device_type: str, dtype: to
     the kernel `fits` take it)."""
     if cell != "lstm":
         return None
-    return kernel_for(BATCH_MULTIPLE if rows is None else rows, hidden, device_type, dtype)
+    return kernel_for(abi.BATCH_MULTIPLE if rows is None else rows, hidden, device_type, dtype)
 
 
 def stacked_lstm(chosen: Kernel, core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
@@ -155,24 +154,6 @@ def project(x: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return torch.mm(flat, w_ih.to(dtype).t()).view(steps, batch, -1)
 
 
-def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The first layer's input projection of every symbol, [vocab, 4 * hidden] in `dtype`. An
-    input is a row of the embedding, so its projection is a row of this table: looked up, it
-    spares the three largest products of a window's first layer (the projection, and the input
-    and weight gradients, each time x batch x 4 * hidden x hidden), and the table's gradient is
-    summed in the kernel by symbol, in fp32, as the bias's is."""
-    return torch.mm(embedding.to(dtype), w_ih.to(dtype).t())
-
-
-def _pack(w: torch.Tensor) -> torch.Tensor:
-    """[K, N] -> the kernels' layout for the right operand, column blocks of 16: bf16 as the tiles
-    read it, [N / 16][K / 2][16][2] (pairs of K); fp32 [N / 16][K][16]."""
-    k, n = w.shape
-    if w.dtype == torch.float32:
-        return w.reshape(k, n // UNIT_BLOCK, UNIT_BLOCK).permute(1, 0, 2).contiguous()
-    return w.reshape(k // 2, 2, n // UNIT_BLOCK, UNIT_BLOCK).permute(2, 0, 3, 1).contiguous()
-
-
 def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     # The kernel reads table rows by these ids unchecked; nn.Embedding would raise here.
     if ids.numel() and not (0 <= int((bounds := torch.aminmax(ids)).min) and int(bounds.max) < vocab):
@@ -182,11 +163,11 @@ def _checked_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
 
 def _check(code: int, steps: int, batch: int, hidden: int, source: str = "lstm_amx.c") -> None:
     """Raises for a return code other than 0 of `source`'s kernel."""
-    if code == UNSUPPORTED_SHAPE:
+    if code == abi.UNSUPPORTED_SHAPE:
         raise ValueError(f"{source} cannot run {steps} steps of batch {batch}, hidden {hidden}: it needs at "
-                         f"least one step, batch a multiple of {BATCH_MULTIPLE} and hidden a multiple of "
-                         f"{HIDDEN_MULTIPLE}")
-    if code == OUT_OF_MEMORY:
+                         f"least one step, batch a multiple of {abi.BATCH_MULTIPLE} and hidden a multiple of "
+                         f"{abi.HIDDEN_MULTIPLE}")
+    if code == abi.OUT_OF_MEMORY:
         raise MemoryError(f"{source} could not allocate its buffers")
     if code != 0:
         raise RuntimeError(f"{source} returned {code}, which charrnn does not know")
@@ -225,9 +206,9 @@ class _LSTMLayer(torch.autograd.Function):
         c = x_gates.new_empty((steps, batch, hidden), dtype=torch.float32)
         h = x_gates.new_empty((steps, batch, hidden), dtype=dtype)
         h0_cast, c0 = h0.to(dtype).contiguous(), c0.float().contiguous()
-        w_packed = _pack(w_hh.t())
+        w_packed = training_columns(w_hh.t())
         code = chosen.forward(
-            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), _address(x_gates, dtype), _ids_address(ids),
+            steps, batch, hidden, native.threads(hidden // abi.UNIT_BLOCK), _address(x_gates, dtype), _ids_address(ids),
             _address(w_packed, dtype), _address(bias, torch.float32), _address(h0_cast, dtype),
             _address(c0, torch.float32), acts.data_ptr(), c.data_ptr(), h.data_ptr())
         _check(code, steps, batch, hidden, chosen.source)
@@ -248,9 +229,9 @@ class _LSTMLayer(torch.autograd.Function):
         d_gates = h.new_empty((steps, batch, 4 * hidden))
         grad_b = c.new_zeros(4 * hidden)  # summed in C before the gate gradients are rounded
         grad_table = c.new_zeros(ctx.table_shape) if ids is not None else None  # likewise, by symbol
-        w_packed = _pack(w_hh)
+        w_packed = training_columns(w_hh)
         code = ctx.kernel.backward(
-            steps, batch, hidden, native.threads(hidden // UNIT_BLOCK), acts.data_ptr(), c.data_ptr(),
+            steps, batch, hidden, native.threads(hidden // abi.UNIT_BLOCK), acts.data_ptr(), c.data_ptr(),
             _address(c0, torch.float32), _address(grad_h, dtype), _address(w_packed, dtype),
             _address(dh, torch.float32), _address(dc, torch.float32), d_gates.data_ptr(), grad_b.data_ptr(),
             _ids_address(ids), grad_table.data_ptr() if grad_table is not None else None)

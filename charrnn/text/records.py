@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CharrnnError
+from ..native import abi
 from .cache import EncodedCorpus
 from .token_files import as_ids
 from .vocab import Vocabulary, escape_chars
@@ -152,7 +153,8 @@ def record_hash(text: str) -> int:
 PAD_TARGET = -100  # F.cross_entropy's ignore_index: padding is never scored
 
 
-ROW_MULTIPLE = 16  # rows per batch rounded to this when there are enough (the AMX tiles' rows)
+# Rows per batch are rounded to this when there are enough: the rows the C recurrence fits.
+ROW_MULTIPLE = abi.BATCH_MULTIPLE
 
 
 SORT_SPAN = 50  # batches sorted by length together: shuffled enough, padded little

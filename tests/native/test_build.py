@@ -16,9 +16,10 @@ import torch
 from charrnn.generation.sampler import Sampler, SamplingOptions
 from charrnn.generation.steppers import LSTMStep, NativeLSTMStep, step_cell
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.native import abi
 from charrnn.native import build as native
 from charrnn.native import recurrence as lstm_train
-from charrnn.runtime import _cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
+from charrnn.runtime import cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
 from charrnn.text.vocab import Vocabulary
 
 from ..conftest import assert_step_matches_fused, clear_libraries
@@ -238,7 +239,7 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
         pytest.skip(f"{compiler} cannot build OpenMP libraries here")
     has_fp32 = cpu_has_avx2_fma()
     builds = ([(native.SOURCE, ())] + ([(native.AMX_SOURCE, ())] if cpu_has_amx_bf16() else [])
-              + ([(native.VECTOR_SOURCE, ())] if _cpu_has("avx512_bf16") else [])
+              + ([(native.VECTOR_SOURCE, ())] if cpu_has("avx512_bf16") else [])
               + ([(native.VECTOR_SOURCE, native.FP32_BUILD)] if has_fp32 else []))
     for source, defines in builds:
         errors = subprocess.run([compiler, *native.FLAGS, *defines, "-Wall", "-Werror", "-o",
@@ -247,7 +248,7 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
     assert native.library() is not None
     if cpu_has_amx_bf16():
         assert native.amx_library() is not None
-    if _cpu_has("avx512_bf16"):
+    if cpu_has("avx512_bf16"):
         assert native.avx512_library() is not None
     if has_fp32:
         assert native.fp32_library() is not None
@@ -291,54 +292,54 @@ def rebound():
 
 
 def test_the_libraries_report_the_layout_and_constants_python_uses(library):
-    abi = library.charrnn_step_abi
-    assert abi(b"size") == ctypes.sizeof(native.LstmStepStruct)
-    assert abi(b"block") == native.BLOCK
-    assert abi(b"version") == native.STEP_ABI_VERSION
-    for name, _ in native.LstmStepStruct._fields_:
-        assert abi(name.encode()) == getattr(native.LstmStepStruct, name).offset, name
-    assert abi(b"no such field") == -1
+    reported = library.charrnn_step_abi
+    assert reported(b"size") == ctypes.sizeof(abi.LstmStepStruct)
+    assert reported(b"block") == abi.STEP_BLOCK
+    assert reported(b"version") == abi.STEP_ABI_VERSION
+    for name, _ in abi.LstmStepStruct._fields_:
+        assert reported(name.encode()) == getattr(abi.LstmStepStruct, name).offset, name
+    assert reported(b"no such field") == -1
     amx = native.amx_library()
     if amx is not None:
         assert [amx.charrnn_amx_abi(name) for name in (b"version", b"block", b"batch_multiple", b"hidden_multiple",
                                                        b"no such constant")] == [
-            native.AMX_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE, lstm_train.HIDDEN_MULTIPLE, -1]
+            abi.AMX_ABI_VERSION, abi.UNIT_BLOCK, abi.BATCH_MULTIPLE, abi.HIDDEN_MULTIPLE, -1]
     for vector, value_bytes in ((native.avx512_library(), 2), (native.fp32_library(), 4)):
         if vector is not None:
             assert [vector.charrnn_vector_abi(name) for name in (b"version", b"block", b"batch_multiple",
                                                                  b"hidden_multiple", b"value_bytes",
                                                                  b"no such constant")] == [
-                native.VECTOR_ABI_VERSION, lstm_train.UNIT_BLOCK, lstm_train.BATCH_MULTIPLE,
-                lstm_train.HIDDEN_MULTIPLE, value_bytes, -1]
+                abi.VECTOR_ABI_VERSION, abi.UNIT_BLOCK, abi.BATCH_MULTIPLE,
+                abi.HIDDEN_MULTIPLE, value_bytes, -1]
 
 
 class ReorderedStruct(ctypes.Structure):
     """LstmStepStruct with two fields of the same size swapped: the size agrees, the offsets do not."""
 
-    _fields_ = native.LstmStepStruct._fields_[:-2] + native.LstmStepStruct._fields_[:-3:-1]
+    _fields_ = abi.LstmStepStruct._fields_[:-2] + abi.LstmStepStruct._fields_[:-3:-1]
 
 
 class LongerStruct(ctypes.Structure):
-    _fields_ = native.LstmStepStruct._fields_ + [("extra", ctypes.c_int)]
+    _fields_ = abi.LstmStepStruct._fields_ + [("extra", ctypes.c_int)]
 
 
 @pytest.mark.parametrize("change", ["version", "block", "reordered", "longer"])
 def test_a_step_library_that_disagrees_with_python_is_not_used(library, rebound, monkeypatch, capsys, change):
-    """A library whose struct layout or constants differ from native.py's is refused at load
+    """A library whose struct layout or constants differ from abi.py's is refused at load
     (and the reason given under CHARRNN_NATIVE=verbose): sampling takes the eager step."""
-    real = native.LstmStepStruct
+    real = abi.LstmStepStruct
     if change == "version":
-        monkeypatch.setattr(native, "STEP_ABI_VERSION", 2)
+        monkeypatch.setattr(abi, "STEP_ABI_VERSION", 2)
         reported = "version 1 (expected 2)"
     elif change == "block":
-        monkeypatch.setattr(native, "BLOCK", 8)
+        monkeypatch.setattr(abi, "STEP_BLOCK", 8)
         reported = "block 16 (expected 8)"
     elif change == "reordered":
-        monkeypatch.setattr(native, "LstmStepStruct", ReorderedStruct)
+        monkeypatch.setattr(abi, "LstmStepStruct", ReorderedStruct)
         reported = (f"logits {real.logits.offset} (expected {real.c.offset}), "
                     f"c {real.c.offset} (expected {real.logits.offset})")
     else:
-        monkeypatch.setattr(native, "LstmStepStruct", LongerStruct)
+        monkeypatch.setattr(abi, "LstmStepStruct", LongerStruct)
         reported = f"size {ctypes.sizeof(real)} (expected {ctypes.sizeof(LongerStruct)}), extra -1"
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")
     assert native.library() is None
@@ -356,7 +357,7 @@ def test_a_training_library_that_disagrees_with_lstm_train_is_not_used(rebound, 
     if load() is None:
         pytest.skip(f"needs a CPU and a C compiler that build charrnn/{source} for {precision} training")
     clear_libraries()
-    monkeypatch.setattr(lstm_train, "HIDDEN_MULTIPLE", 64)
+    monkeypatch.setattr(abi, "HIDDEN_MULTIPLE", 64)
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")
     monkeypatch.setenv(lstm_train.KERNEL_ENV, kind)
     assert load() is None
@@ -392,7 +393,7 @@ def test_verbose_says_why_a_build_failed(fresh_library, tmp_path, monkeypatch, c
         assert "cannot use lstm_amx.c (bf16 training takes nn.LSTM): this CPU has no AMX-BF16" in err
     assert native.avx512_library() is None
     err = capsys.readouterr().err
-    if _cpu_has("avx512_bf16"):
+    if cpu_has("avx512_bf16"):
         assert "cannot use lstm_vector.c (bf16 training takes nn.LSTM)" in err and "status 4" in err
     else:
         assert "cannot use lstm_vector.c (bf16 training takes nn.LSTM): this CPU has no AVX512-BF16" in err

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from charrnn.model import CharRNN, ModelConfig, loss_fn
+from charrnn.native import abi
 from charrnn.native import build as native
 from charrnn.native import recurrence as lstm_train
 from charrnn.training.dropout import dropout, keep_mask
@@ -178,8 +179,8 @@ def test_the_kernels_refuse_shapes_they_cannot_run(kernel, steps, batch, hidden,
     """Called through ctypes with such a shape, every kernel returns its shape error before
     touching a buffer (all NULL here)."""
     chosen = lstm_train.kernel(kernel.dtype)
-    assert chosen.forward(steps, batch, hidden, threads, *[None] * 9) == lstm_train.UNSUPPORTED_SHAPE
-    assert chosen.backward(steps, batch, hidden, threads, *[None] * 11) == lstm_train.UNSUPPORTED_SHAPE
+    assert chosen.forward(steps, batch, hidden, threads, *[None] * 9) == abi.UNSUPPORTED_SHAPE
+    assert chosen.backward(steps, batch, hidden, threads, *[None] * 11) == abi.UNSUPPORTED_SHAPE
 
 
 @pytest.mark.parametrize("steps,batch,hidden,message", [
@@ -196,13 +197,13 @@ def test_a_shape_the_kernel_refuses_is_a_clear_error(kernel, steps, batch, hidde
 def test_each_kernel_error_code_has_its_own_error():
     lstm_train._check(0, 4, 16, 32)
     with pytest.raises(ValueError, match="lstm_amx.c cannot run"):
-        lstm_train._check(lstm_train.UNSUPPORTED_SHAPE, 4, 8, 32)
+        lstm_train._check(abi.UNSUPPORTED_SHAPE, 4, 8, 32)
     with pytest.raises(MemoryError, match="could not allocate"):
-        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32)
+        lstm_train._check(abi.OUT_OF_MEMORY, 4, 16, 32)
     with pytest.raises(RuntimeError, match="returned -7"):
         lstm_train._check(-7, 4, 16, 32)
     with pytest.raises(MemoryError, match="lstm_vector.c could not allocate"):
-        lstm_train._check(lstm_train.OUT_OF_MEMORY, 4, 16, 32, "lstm_vector.c")
+        lstm_train._check(abi.OUT_OF_MEMORY, 4, 16, 32, "lstm_vector.c")
 
 
 def test_the_kernels_pass_nan_and_infinity_on_as_nn_lstm_does(kernel):
@@ -251,7 +252,7 @@ def test_the_model_trains_through_the_kernel_only_where_it_fits(kernel):
 
 @pytest.mark.parametrize("layers,weight_drop", [(2, 0.0), (3, 0.5)])
 def test_the_models_gradients_on_the_kernel_path_match_fp32(kernel, monkeypatch, layers, weight_drop):
-    """The first layer looks its inputs' projections up by id (lstm_train.input_table), and the
+    """The first layer looks its inputs' projections up by id (charrnn.model.input_table), and the
     kernel sums their gradient by symbol: every parameter's gradient, the embedding's and the
     first input weights' included, agrees with the fp32 model through nn.LSTM; with weight drop
     too (the same seed draws the same masks on both paths), through the mask to the parameters."""
