@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .model import CharRNN
+from .model import CharRNN, evaluating
 from .runtime import autocast
 from .text.records import PAD_TARGET, Records, make_batch, plan_batches
 from .text.token_files import as_ids
@@ -50,6 +50,14 @@ def eval_streams(tokens: torch.Tensor, streams: int, burn_in: int) -> list[tuple
     return [(max(0, bounds[i] - 1 - burn_in), bounds[i], bounds[i + 1]) for i in range(streams)]
 
 
+def loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy in nats of logits [..., vocab] against targets [...], in fp64;
+    targets of PAD_TARGET are not scored (padding, burn-in)."""
+    losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                             ignore_index=PAD_TARGET, reduction="none")
+    return losses.sum(dtype=torch.float64)
+
+
 @torch.no_grad()
 def evaluate(
     model: CharRNN,
@@ -75,13 +83,9 @@ def evaluate(
     rank, world = shard
     spans = eval_streams(tokens, streams, burn_in)[rank::world]
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, characters scored
-    was_training = model.training
-    model.eval()
-    try:
-        if spans:
+    if spans:
+        with evaluating(model):
             _run_spans(model, tokens, spans, device, chunk, totals, on_progress, precision)
-    finally:
-        model.train(was_training)
     if reduce is not None:
         totals = reduce(totals)
     loss_sum, chars = totals.tolist()
@@ -107,11 +111,8 @@ def _run_spans(model: CharRNN, tokens: torch.Tensor, spans: list[tuple[int, int,
                 scored[row, max(0, score - 1 - a) : b - a] = True
         with autocast(device, precision):
             logits, state = model(x.to(device), state)
-        losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
-                                 reduction="none")
-        mask = scored.to(device).reshape(-1)
-        totals[0] += (losses * mask).sum(dtype=torch.float64)
-        totals[1] += mask.sum(dtype=torch.float64)
+        totals[0] += loss_sum(logits, y.to(device).masked_fill(~scored.to(device), PAD_TARGET))
+        totals[1] += scored.sum(dtype=torch.float64).to(device)
         if on_progress is not None:
             on_progress(int(scored.sum()))
 
@@ -122,23 +123,17 @@ def evaluate_records(model: CharRNN, records: Records, device: torch.device, tok
                      on_progress: Callable[[int], None] | None = None) -> EvalResult:
     """Mean loss per token over every record's characters and its END (makemore's convention),
     in nats; START is read, never scored."""
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    try:
-        lengths = records.lengths.tolist()
-        order = sorted(range(len(records)), key=lengths.__getitem__)
+    lengths = records.lengths.tolist()
+    order = sorted(range(len(records)), key=lengths.__getitem__)
+    with evaluating(model):
         for batch in plan_batches(lengths, tokens_per_batch, order):
             x, y = make_batch(records, batch)
             with autocast(device, precision):
                 logits, _ = model(x.to(device))
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.to(device).reshape(-1),
-                                     ignore_index=PAD_TARGET, reduction="sum")
             scored = int((y != PAD_TARGET).sum())
-            total += float(losses)
+            total += float(loss_sum(logits, y.to(device)))
             count += scored
             if on_progress is not None:
                 on_progress(scored)
-    finally:
-        model.train(was_training)
     return EvalResult(loss=total / count if count else math.nan, chars=count)

@@ -10,7 +10,9 @@ one (faster, the same function); generation steps the same weights one character
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -140,6 +142,17 @@ class CharRNN(nn.Module):
             # cuDNN copies weights that are not in its flat buffer, which is the point here.
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
             return functional_call(self.core, weights, args)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the block (dropout off), the caller's mode back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def input_table(embedding: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

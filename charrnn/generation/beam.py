@@ -13,14 +13,12 @@ its sequence's score as one pass of the model over it gives it, to the model's p
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from ..model import CharRNN, State
+from ..model import CharRNN, State, evaluating
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def beam_search(model: CharRNN, prefix: list[int], width: int, length: int, end_
     the device of its parameters.
     """
     _check_arguments(model, prefix, width, length, end_id, temperature)
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         return _search(model, prefix, width, length, end_id, temperature)
 
 
@@ -71,17 +69,6 @@ def _check_arguments(model: CharRNN, prefix: list[int], width: int, length: int,
         raise ValueError("length must be >= 0")
     if not temperature > 0:  # also rejects NaN
         raise ValueError("beam search needs a temperature > 0")
-
-
-@contextlib.contextmanager
-def _evaluating(model: CharRNN) -> Iterator[None]:
-    """Eval mode for the block (dropout off), the caller's mode back after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _search(model: CharRNN, prefix: list[int], width: int, length: int, end_id: int | None,

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CharrnnError
-from ..model import CharRNN
+from ..model import CharRNN, evaluating
 from ..runtime import threads_for_block
-from ..text.vocab import Vocabulary, escape_chars
+from ..text.vocab import Vocabulary, unknown_characters
 
 # The activations of each cell, in the order a page lists them; the state first.
 KINDS = {"lstm": ("c", "h", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}
@@ -95,18 +95,13 @@ def trace(model: CharRNN, vocab: Vocabulary, text: str, separator: str | None = 
     records = vocab.marker_id is not None
     separator = (separator or "\n") if records else None
     allowed = set(vocab.chars) | set(separator or "")
-    unknown = sorted(set(text) - allowed)
-    if unknown:
-        raise CharrnnError(f"the text has characters the model never saw: {escape_chars(unknown, limit=20)}")
+    if set(text) - allowed:
+        raise unknown_characters(sorted(set(text) - allowed), skip_option=False)
     inputs, resets, shown_after, predicted_by, targets = _layout(text, vocab, separator)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         states, top = _run(model, inputs, resets)
         logits = torch.nn.functional.linear(top, model.head.weight.detach().float().cpu(),
                                             model.head.bias.detach().float().cpu())
-    finally:
-        model.train(was_training)
     probs = torch.full((len(text), len(vocab)), math.nan)
     has = predicted_by >= 0
     probs[has] = torch.softmax(logits[predicted_by[has]], dim=-1)

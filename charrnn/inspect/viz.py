@@ -24,7 +24,7 @@ from ..errors import CharrnnError
 from ..generation.sampler import Sampler, SamplingOptions
 from ..progress import format_duration
 from ..text.reading import decoding_codec, open_corpus
-from ..text.vocab import escape_chars
+from ..text.vocab import escape_chars, known_text
 from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature
 
 TEMPLATE = Path(__file__).with_name("viz_page.html")
@@ -142,12 +142,8 @@ def read_text(path: str, encoding: str, max_chars: int, allowed: set[str], skip_
                 chunk = stream.read(max_chars - len(text))
                 if not chunk:
                     break
-                kept = "".join(c for c in chunk if c in allowed)
-                if len(kept) < len(chunk) and not skip_unknown:
-                    unknown = sorted(set(chunk) - allowed)
-                    raise CharrnnError(f"the text has characters outside the model's vocabulary: "
-                                       f"{escape_chars(unknown, limit=20)} (--skip-unknown drops them)")
-                skipped += len(chunk) - len(kept)
+                kept, dropped = known_text(chunk, allowed, skip_unknown)
+                skipped += dropped
                 text += kept
             stream.detach()  # open_corpus closes the file, and leaves stdin open
     except UnicodeDecodeError as e:

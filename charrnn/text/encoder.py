@@ -19,7 +19,7 @@ from ..errors import CharrnnError
 from ..progress import byte_bar
 from .reading import CHUNK_BYTES, codec_name, decoding_codec, file_size, open_corpus, read_chunks
 from .token_files import WIDTHS, convert_file, map_tokens, storage_name, tensor_bytes, writing_tokens
-from .vocab import Vocabulary, escape_chars
+from .vocab import Vocabulary, unknown_characters
 
 UNICODE_SIZE = 0x110000
 
@@ -182,10 +182,7 @@ def encode_for_model(path: str, encoding: str, vocab: Vocabulary, skip_unknown: 
             result = encode_stream(f, Path(tmp), encoding, name, vocab, skip_unknown, chunk_bytes, quiet,
                                    file_size(f))
         if result.unknown and not skip_unknown:
-            raise CharrnnError(
-                f"the text has {len(result.unknown)} characters outside the model's vocabulary: "
-                f"{escape_chars(result.unknown, limit=20)} (--skip-unknown drops them)"
-            )
+            raise unknown_characters(result.unknown)
         return map_tokens(Path(tmp), result.length, len(vocab)), result.skipped
     finally:
         with contextlib.suppress(FileNotFoundError):

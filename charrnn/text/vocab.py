@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from ..errors import CharrnnError
+
 
 class Vocabulary:
     """Maps characters to integer ids and back. Ids follow sorted character order.
@@ -52,6 +54,23 @@ class Vocabulary:
             ids = ids.tolist()
         chars = self.chars
         return "".join(chars[i] for i in ids if i != self.marker_id)
+
+
+def known_text(text: str, allowed: set[str], skip_unknown: bool) -> tuple[str, int]:
+    """`text` in the characters a model can read (`allowed`), and how many others were dropped:
+    with `skip_unknown`; else they are an `unknown_characters` error."""
+    kept = "".join(c for c in text if c in allowed)
+    if len(kept) < len(text) and not skip_unknown:
+        raise unknown_characters(sorted(set(text) - allowed))
+    return kept, len(text) - len(kept)
+
+
+def unknown_characters(unknown: Sequence[str], skip_option: bool = True) -> CharrnnError:
+    """The one error for text (a file, stdin or a str) with characters a model never saw; it
+    names --skip-unknown where the command has it (`skip_option`)."""
+    hint = " (--skip-unknown drops them)" if skip_option else ""
+    return CharrnnError(f"the text has {len(unknown)} characters outside the model's vocabulary: "
+                        f"{escape_chars(unknown, limit=20)}{hint}")
 
 
 def escape_chars(chars: Iterable[str], limit: int | None = None) -> str:

@@ -84,7 +84,7 @@ def test_a_record_model_reads_each_record_from_its_marker():
 
 
 def test_unknown_characters_and_an_empty_text_are_errors():
-    with pytest.raises(CharrnnError, match="never saw: z"):
+    with pytest.raises(CharrnnError, match="outside the model's vocabulary: z"):
         trace(tiny("rnn"), VOCAB, "abz")
     with pytest.raises(CharrnnError, match="empty"):
         trace(tiny("rnn"), VOCAB, "")
