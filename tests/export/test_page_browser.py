@@ -193,3 +193,18 @@ def test_nothing_from_a_link_or_the_vocabulary_runs(browser, tmp_path):
     text = browser.js(OUTPUT)
     assert text == charrnn.load(rounded).generate(prime=prime, length=300, temperature=0)
     assert browser.js("document.getElementById('prime').value") == prime  # shown as typed, as text
+
+
+def test_cowrite_on_a_record_model_continues_the_current_record(browser, tmp_path):
+    chars = sorted(set("".join(NAMES)))
+    page, rounded = page_for(tmp_path, make_checkpoint(tmp_path / "r.pt", chars=chars, records=NAMES, scale=4.0))
+    open_page(browser, page, "mode=cowrite&text=" + quote("anna\nbob\nca"))
+    browser.click("#cowrite")
+    browser.key("End", 35)
+    browser.js("const t = document.getElementById('cowrite'); t.setSelectionRange(t.value.length, t.value.length)")
+    browser.click("#suggest")
+    first = wait_for(browser, "document.querySelectorAll('#suggestions button').length && "
+                              "document.querySelector('#suggestions button').textContent")
+    # The likeliest continuation of the record "ca", read from START; it stops at END.
+    greedy = charrnn.load(rounded).generate(prime="ca", n=1, length=60, temperature=0)[0]
+    assert "ca" + first == greedy[:len(first) + 2] and "\n" not in first
