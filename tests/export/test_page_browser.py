@@ -8,7 +8,10 @@ Skipped, with the reason, where Chromium is absent.
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,7 +23,7 @@ from charrnn import checkpoint
 from charrnn.export import export
 from charrnn.text.records import record_hash, record_hashes
 
-from .chromium import Chromium, needs_browser, open_page, requests, wait_for
+from .chromium import BROWSER, Chromium, needs_browser, open_page, requests, wait_for
 from .models import FIXTURE, NAMES, make_checkpoint, rounded_checkpoint
 
 pytestmark = needs_browser
@@ -208,3 +211,17 @@ def test_cowrite_on_a_record_model_continues_the_current_record(browser, tmp_pat
     # The likeliest continuation of the record "ca", read from START; it stops at END.
     greedy = charrnn.load(rounded).generate(prime="ca", n=1, length=60, temperature=0)[0]
     assert "ca" + first == greedy[:len(first) + 2] and "\n" not in first
+
+
+def test_a_link_runs_a_sample_for_dump_dom(tmp_path):
+    """The shareable link, read by a plain `chromium --dump-dom` (no driver): its sample is in the DOM."""
+    page, rounded = page_for(tmp_path, make_checkpoint(tmp_path / "m.pt"))
+    url = page.resolve().as_uri() + "#prime=ROMEO:&temp=0&length=150&seed=1&run"
+    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p'}",
+               "--virtual-time-budget=10000", "--dump-dom", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    found = re.search(r'<span class="prime" id="output-prime">(.*?)</span><span id="output-text">(.*?)</span>',
+                      done.stdout, re.S)
+    assert found, done.stdout[-2000:]
+    text = html.unescape(found.group(1) + found.group(2))
+    assert text == charrnn.load(rounded).generate(prime="ROMEO:", length=150, temperature=0)
