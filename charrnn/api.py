@@ -1,43 +1,46 @@
-"""charrnn from Python: load a checkpoint, generate, stream, score, beam-search; train a model.
+"""charrnn's verbs: load a checkpoint, generate, stream, score, beam-search, trace, draw its
+page; train a model; write a built-in corpus. `charrnn`'s commands are clients of these, as
+Python users are (`import charrnn`), so both get the same objects, defaults and text for a seed.
 
-Every call goes through the functions the command line calls (charrnn/commands.py and
-charrnn/generate.py), with the same defaults (`generate.SampleJob` and `commands.EvalJob` for
-sampling and scoring, the fields
-of `config.ModelConfig` and `config.TrainConfig` for training), so the same seed gives the same
-text as `charrnn sample`. Nothing is written to stdout; progress goes to stderr, and only when
-asked for. Errors are charrnn's own types (charrnn.errors: CharrnnError, CheckpointError,
-TrainingDiverged) or, for an argument that is out of range or of the wrong kind, ValueError;
-never SystemExit.
+Nothing is written to stdout; progress goes to stderr, and only when asked for. Errors are
+charrnn's own types (charrnn.errors: CharrnnError, CheckpointError, TrainingDiverged) or, for an
+argument that is out of range or of the wrong kind, ValueError; never SystemExit.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import Field, dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
-from . import checkpoint, commands
-from .commands import EvalJob
+from . import checkpoint
 from .config import (
     DEFAULT_CHECKPOINT_DIR,
-    Bounds,
     ModelConfig,
     TrainJob,
     configs_from_options,
     option_fields,
     parse_duration,
 )
-from .generation import jobs as generate
+from .generation import jobs
 from .generation.jobs import RecordDraws, SampleJob
 from .generation.sampler import SamplingOptions
 from .generation.writer import sample_pieces, sample_texts
+from .inspect.viz import VizJob, write_page
+from .model import CharRNN
+from .progress import format_duration
 from .runtime import pick_device
+from .scoring import EvalJob, score
+from .text.builtin import write_corpus
+from .text.vocab import escape_chars
+from .training import session
+from .training.session import TrainResult
 
-__all__ = ["Model", "TrainResult", "load", "train"]
+__all__ = ["Model", "TrainResult", "load", "train", "write_corpus"]
 
 PathLike = str | os.PathLike
 
@@ -63,6 +66,7 @@ class Model:
     def __init__(self, ckpt: checkpoint.Checkpoint, device: str = "cpu"):
         self._ckpt = ckpt
         self.device = device
+        self._scored: dict[str, CharRNN] = {}  # the weights on each other device `score` ran on
 
     @property
     def path(self) -> Path:
@@ -91,7 +95,28 @@ class Model:
 
     def info(self) -> dict:
         """What `charrnn info --json` prints: model, vocabulary, training progress, corpus."""
-        return commands.describe(str(self.path))
+        ckpt, config = self._ckpt, self._ckpt.model_config
+        corpus = ckpt.field("corpus", dict) or {}
+        number = (int, float)
+        return {
+            "checkpoint": str(ckpt.path),
+            "cell": config.cell,
+            "layers": config.layers,
+            "hidden": config.hidden,
+            "dropout": config.dropout,
+            "weight_drop": config.weight_drop,
+            "parameters": ckpt.model.num_parameters(),
+            "vocab_size": config.vocab_size,
+            "vocab": escape_chars(ckpt.vocab.chars),
+            "step": ckpt.field("step", int),
+            "best_val_loss": ckpt.field("best_val_loss", number),
+            "training_time": format_duration(ckpt.field("elapsed", number) or 0.0),
+            "precision": ckpt.field("precision", str) or "unrecorded",
+            "corpus_sha256": checkpoint.typed(ckpt.path, "corpus sha256", corpus.get("sha256"), str),
+            "corpus_length": checkpoint.typed(ckpt.path, "corpus length", corpus.get("length"), int),
+            "records": None if ckpt.record_separator is None else {
+                "separator": ckpt.record_separator, "count": (ckpt.field("records", dict) or {}).get("count")},
+        }
 
     def generate(self, prime: str | None = None, length: int = SampleJob.length, *, n: int | None = None,
                  temperature: float = SamplingOptions.temperature, top_k: int | None = SamplingOptions.top_k,
@@ -118,9 +143,10 @@ class Model:
         option out of range, CharrnnError for a prime with characters the model never saw or
         an option the kind of model has no use for.
         """
-        job = self._job(prime, length, n, temperature, top_k, top_p, seed, stop, echo_prime, novel, unique, beam)
+        job = self._job(prime=prime, length=length, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, stop=stop, echo_prime=echo_prime, novel=novel, unique=unique, beam=beam)
         if beam is not None:
-            return generate.likeliest(generate.sampler_for(self._ckpt), job)
+            return jobs.likeliest(jobs.sampler_for(self._ckpt), job)
         pieces = self._pieces(job)
         if self.record_separator is not None:
             return list(pieces)
@@ -140,7 +166,8 @@ class Model:
         each of the n records as it is completed. Arguments are checked here, before the first
         piece, with the errors `generate` raises.
         """
-        job = self._job(prime, length, n, temperature, top_k, top_p, seed, stop, echo_prime, novel, unique, None)
+        job = self._job(prime=prime, length=length, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, stop=stop, echo_prime=echo_prime, novel=novel, unique=unique)
         if self.record_separator is None and job.num_samples != 1:
             raise ValueError("stream() yields one stream sample; generate(n=...) gives several")
         return iter(self._pieces(job))
@@ -156,8 +183,22 @@ class Model:
         at most `length` new characters each (fewer than k when fewer exist). `temperature`
         divides the logits (0 counts as 1, as in the CLI).
         """
-        job = self._job(prime, length, None, temperature, None, None, None, None, echo_prime, False, False, k)
-        return generate.likeliest(generate.sampler_for(self._ckpt), job)
+        job = self._job(prime=prime, length=length, temperature=temperature, echo_prime=echo_prime, beam=k)
+        return jobs.likeliest(jobs.sampler_for(self._ckpt), job)
+
+    def draw_records(self, n: int = SampleJob.num_samples, prime: str | None = None, length: int = SampleJob.length,
+                     *, temperature: float = SamplingOptions.temperature, top_k: int | None = SamplingOptions.top_k,
+                     top_p: float | None = SamplingOptions.top_p, seed: int | None = SampleJob.seed,
+                     echo_prime: bool = SampleJob.echo_prime, novel: bool = SampleJob.novel,
+                     unique: bool = SampleJob.unique) -> RecordDraws:
+        """A record model's n records as they are drawn (what `generate` returns for a record
+        model), with the tally of the draws: iterate it for each record, `shown(record)` as it is
+        printed; then `dropped_summary()` and `shortfall()` say what --novel and --unique cost."""
+        if self.record_separator is None:
+            raise ValueError("draw_records() is for record models; a stream model generates text")
+        job = self._job(prime=prime, length=length, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, echo_prime=echo_prime, novel=novel, unique=unique)
+        return RecordDraws(jobs.sampler_for(self._ckpt), job, jobs.known_records(self._ckpt, job))
 
     def score(self, text: str | None = None, *, path: PathLike | None = None, encoding: str = EvalJob.encoding,
               skip_unknown: bool = EvalJob.skip_unknown, streams: int = EvalJob.streams,
@@ -176,18 +217,36 @@ class Model:
             raise ValueError("give the text to score, or path=, not both")
         if streams < 1:
             raise ValueError(f"streams must be >= 1, not {streams}")
-        job = EvalJob(text="-", checkpoint=str(self.path), encoding=encoding, skip_unknown=skip_unknown,
-                      streams=streams, device=device or self.device, precision=precision, quiet=not progress)
+        where = pick_device(device or self.device)
+        model = self._on(where)
         if path is not None:
-            return commands.score(self._ckpt, replace(job, text=os.fspath(path)))
+            job = EvalJob(text=os.fspath(path), encoding=encoding, skip_unknown=skip_unknown, streams=streams,
+                          precision=precision, quiet=not progress)
+            return score(self._ckpt, model, where, job)
         # The same encoding and scoring as a file gets: the text goes through a temporary one.
         fd, tmp = tempfile.mkstemp(prefix="charrnn-score-", suffix=".txt")
         try:
             with open(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
-            return commands.score(self._ckpt, replace(job, text=tmp, encoding="utf-8", name="<text>"))
+            job = EvalJob(text=tmp, encoding="utf-8", skip_unknown=skip_unknown, streams=streams, precision=precision,
+                          quiet=not progress, name="<text>")
+            return score(self._ckpt, model, where, job)
         finally:
             os.unlink(tmp)
+
+    def viz(self, output: PathLike | TextIO = VizJob.output, text: PathLike | None = None, *,
+            max_chars: int = VizJob.max_chars, features: Sequence[str] = (), gates: bool = VizJob.gates,
+            seed: int = VizJob.seed, temperature: float = VizJob.temperature, encoding: str = VizJob.encoding,
+            skip_unknown: bool = VizJob.skip_unknown) -> dict:
+        """Writes `charrnn viz`'s one-file page of what the model makes of the file at `text` ("-":
+        stdin; None: a seeded sample the model writes itself) to `output`, a path or an open text
+        stream; returns its size, what it shows ("chars", "units", "mean_loss") and the seconds it
+        took. `features` are NAME=REGEX specs of further units to rank."""
+        stream = None if isinstance(output, (str, os.PathLike)) else output
+        job = VizJob(output="-" if stream is not None else os.fspath(output),
+                     text=None if text is None else os.fspath(text), max_chars=max_chars, features=tuple(features),
+                     gates=gates, seed=seed, temperature=temperature, encoding=encoding, skip_unknown=skip_unknown)
+        return write_page(self._ckpt, job, stream)
 
     def trace(self, text: str):
         """What the model makes of `text`, character by character: a `charrnn.trace.Trace` of the
@@ -201,22 +260,33 @@ class Model:
 
         return trace(self._ckpt.model, self._ckpt.vocab, text, separator=self.record_separator)
 
-    def _job(self, prime, length, n, temperature, top_k, top_p, seed, stop, echo_prime, novel, unique,
-             beam) -> SampleJob:
-        """The SampleJob the CLI would build from these options, checked against this model."""
-        job = SampleJob(checkpoint=str(self.path), options=SamplingOptions(temperature, top_k, top_p), length=length,
-                        prime=prime, echo_prime=echo_prime, num_samples=SampleJob.num_samples if n is None else n,
-                        seed=seed, stop=stop, novel=novel, unique=unique, beam=beam)
-        generate.check_sample_job(self._ckpt, job)
+    def _job(self, *, n: int | None = None, temperature: float = SamplingOptions.temperature,
+             top_k: int | None = SamplingOptions.top_k, top_p: float | None = SamplingOptions.top_p,
+             **fields) -> SampleJob:
+        """The SampleJob of these options (SampleJob's fields, with `n` for num_samples and the
+        sampling options by name), checked against this model."""
+        job = SampleJob(options=SamplingOptions(temperature, top_k, top_p),
+                        num_samples=SampleJob.num_samples if n is None else n, **fields)
+        jobs.check_sample_job(self._ckpt, job)
         return job
+
+    def _on(self, device) -> CharRNN:
+        """The weights on `device`: the checkpoint's own on the CPU (where generation runs), a
+        copy kept per other device, so that scoring on a GPU never moves what sampling reads."""
+        if device.type == "cpu":
+            return self._ckpt.model
+        key = str(device)
+        if key not in self._scored:
+            self._scored[key] = copy.deepcopy(self._ckpt.model).to(device)
+        return self._scored[key]
 
     def _pieces(self, job: SampleJob) -> Iterable[str]:
         """Record models: an iterator of the records. Stream models: an iterator of one sample's
         pieces, or the list of several samples. The prime is checked before this returns."""
-        sampler = generate.sampler_for(self._ckpt)
+        sampler = jobs.sampler_for(self._ckpt)
         if self.record_separator is not None:
-            return _records(RecordDraws(sampler, job, generate.known_records(self._ckpt, job)))
-        prime, echo_prime, ids = generate.stream_ids(sampler, job)
+            return _records(RecordDraws(sampler, job, jobs.known_records(self._ckpt, job)))
+        prime, echo_prime, ids = jobs.stream_ids(sampler, job)
         chars = sampler.vocab.chars
         if job.num_samples == 1:
             return sample_pieces(ids, chars, prime if echo_prime else "", job.stop)
@@ -232,39 +302,27 @@ def _records(draws: RecordDraws) -> Iterator[str]:
 
 
 # ---- train --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainResult:
-    """How a `train` run ended."""
-
-    checkpoint_dir: Path
-    checkpoint: Path | None  # latest.pt, None if the run ended before writing one
-    exit_code: int  # what `charrnn train` would exit with: 0, or 128 + N when signal N stopped it
-    steps: int | None  # steps taken in all, resumed runs included
-    best_val_loss: float | None  # None before the first validation
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether a signal (Ctrl-C, SIGTERM) stopped the run before its budget was spent."""
-        return self.exit_code != 0
-
-
-TRAIN_JOB_OPTIONS = ("device", "precision", "resume", "overwrite", "encoding", "cache_dir")
+TRAIN_ARGUMENTS = ("device", "precision", "resume", "overwrite", "encoding", "cache_dir", "tensorboard", "quiet",
+                   "progress")
 
 
 def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFAULT_CHECKPOINT_DIR, *,
           device: str = TrainJob.device, precision: str = TrainJob.precision, resume: bool = TrainJob.resume,
           overwrite: bool = TrainJob.overwrite, encoding: str = TrainJob.encoding, cache_dir: PathLike | None = None,
-          quiet: bool = True, progress: bool | None = None, **options) -> TrainResult:
-    """Trains a model on `corpus` (a text file, "-" for stdin) as `charrnn train` does, writing
-    latest.pt and best.pt to `checkpoint_dir`; `charrnn.load(checkpoint_dir)` then reads it.
+          tensorboard: PathLike | None = None, quiet: bool = True, progress: bool | None = None,
+          **options) -> TrainResult:
+    """Trains a model on `corpus` (a text file, a directory of them, several, or "-" for stdin)
+    as `charrnn train` does, writing latest.pt and best.pt to `checkpoint_dir`;
+    `charrnn.load(checkpoint_dir)` then reads it.
 
     `options` are `charrnn train`'s options with underscores, the fields of config.ModelConfig
     and config.TrainConfig, with their defaults: e.g. cell, layers, hidden, batch_size, seq_len,
     lr, max_steps, eval_every, seed, records (a list of records, one a line), record_sep (the
     separator itself, e.g. "\\n\\n"). `max_time` takes seconds or a string such as "90s", "5m",
     "1h30m". Without max_epochs, max_steps or max_time, trains 20 epochs. `resume` continues
-    the run in checkpoint_dir; `overwrite` replaces it (a new run refuses a directory that
-    holds one). `device` "auto" takes CUDA, then MPS, then the CPU.
+    the run in checkpoint_dir, keeping its stored options where these do not name them;
+    `overwrite` replaces it (a new run refuses a directory that holds one). `device` "auto" takes
+    CUDA, then MPS, then the CPU. `tensorboard` is a folder for TensorBoard scalars.
 
     Quiet by default: `progress=True` (or `quiet=False`) shows progress on stderr. Returns a
     TrainResult. Raises ValueError for an unknown option or a value out of range,
@@ -280,72 +338,26 @@ def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFA
     """
     if resume and overwrite:
         raise ValueError("give resume or overwrite, not both")
-    known = {f.name: f for f in option_fields()}
-    unknown = sorted(set(options) - set(known))
+    known = {f.name for f in option_fields()}
+    unknown = sorted(set(options) - known)
     if unknown:
-        hint = f" (and train's own arguments: {', '.join(TRAIN_JOB_OPTIONS)}, quiet, progress)"
+        hint = f" (and train's own arguments: {', '.join(TRAIN_ARGUMENTS)})"
         raise ValueError(f"unknown train option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the "
-                         f"options are {', '.join(known)}{hint}")
-    checked = {name: _checked_option(known[name], value) for name, value in options.items()}
+                         f"options are {', '.join(sorted(known))}{hint}")
+    if options.get("max_time") is not None:
+        try:
+            options["max_time"] = parse_duration(options["max_time"])
+        except ValueError as e:
+            raise ValueError(f"max_time: {e}") from None
     paths = (corpus,) if isinstance(corpus, (str, os.PathLike)) else tuple(corpus)
     if not paths:
         raise ValueError("give a corpus")
     shown_progress = (not quiet) if progress is None else progress
-    model_config, train_config = configs_from_options(checked, vocab_size=0)  # the corpus gives vocab_size
+    model_config, train_config = configs_from_options(options, vocab_size=0)  # the corpus gives vocab_size
     job = TrainJob(
         corpus=tuple(os.fspath(p) for p in paths), checkpoint_dir=Path(checkpoint_dir), model=model_config,
-        train=train_config,
-        explicit=frozenset(checked), cache_dir=None if cache_dir is None else Path(cache_dir), resume=resume,
-        overwrite=overwrite, encoding=encoding, device=device, precision=precision, quiet=not shown_progress,
+        train=train_config, explicit=frozenset(options), cache_dir=None if cache_dir is None else Path(cache_dir),
+        resume=resume, overwrite=overwrite, encoding=encoding, device=device, precision=precision,
+        quiet=not shown_progress, tensorboard=None if tensorboard is None else Path(tensorboard),
     )
-    code = commands.train(job)
-    latest = job.checkpoint_dir / checkpoint.LATEST
-    if not latest.exists():
-        return TrainResult(job.checkpoint_dir, None, code, None, None)
-    ckpt = checkpoint.load(latest)
-    return TrainResult(job.checkpoint_dir, latest, code, ckpt.field("step", int),
-                       ckpt.field("best_val_loss", (int, float)))
-
-
-def _checked_option(f: Field, value):
-    """`value` for the train option `f`, checked as the CLI's click type checks it; ValueError."""
-    meta, name = f.metadata, f.name
-    if meta["duration"]:
-        try:
-            return parse_duration(value)
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-    if value is None and f.default is None:
-        return None
-    if isinstance(f.default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} is True or False, not {value!r}")
-        return value
-    if meta["choices"]:
-        if value not in meta["choices"]:
-            raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, not {value!r}")
-        return value
-    bounds: Bounds | None = meta["bounds"]
-    if bounds is not None:
-        number = int if bounds.kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
-            raise ValueError(f"{name} must be {_kind(bounds)}, not {value!r}")
-        if not bounds.admits(value):
-            raise ValueError(f"{name} must be {_kind(bounds)} {_range(bounds)}, not {value!r}")
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a string that is not empty, not {value!r}")
-    return value
-
-
-def _kind(bounds: Bounds) -> str:
-    return "an integer" if bounds.kind is int else "a finite number"
-
-
-def _range(bounds: Bounds) -> str:
-    if bounds.high is None:
-        return f"{'>' if bounds.low_open else '>='} {bounds.low:g}"
-    if bounds.low is None:
-        return f"{'<' if bounds.high_open else '<='} {bounds.high:g}"
-    return (f"in {'(' if bounds.low_open else '['}{bounds.low:g}, {bounds.high:g}"
-            f"{')' if bounds.high_open else ']'}")
+    return session.train(job)

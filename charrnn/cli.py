@@ -1,4 +1,6 @@
-"""The command line: parses options and dispatches to charrnn.commands, where the work is done."""
+"""The command line: parses options, calls charrnn's Python API (charrnn/api.py), where the work is
+done, and prints what it returns. Every command imports the API (and torch) only when it runs,
+so --help and --version stay fast."""
 
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import Field
-from pathlib import Path
 
 import click
 
-from . import __version__, config
-from .config import DEFAULT_CHECKPOINT_DIR, TrainJob, configs_from_options, option_fields
+from . import __version__, config, printing
+from .config import DEFAULT_CHECKPOINT_DIR, option_fields
 from .errors import EXIT_SIGNAL_BASE, CharrnnError
 
 CONTEXT = {"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]}
@@ -169,10 +170,10 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
       charrnn corpus tinyshakespeare -o data/tinyshakespeare.txt
       charrnn corpus python-stdlib | charrnn train -
     """
-    from . import commands
+    from .api import write_corpus
 
     with writing_product():
-        commands.write_corpus(name, output, max_bytes=max_bytes, url=url)
+        write_corpus(name, output, max_bytes=max_bytes, url=url)
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -221,21 +222,18 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
       charrnn train notes/ extra.txt --checkpoint-dir runs/mix
       charrnn train data/tinyshakespeare.txt --resume
     """
-    from . import commands
+    from .api import train as train_model
 
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
     tensorboard = options.pop("tensorboard")  # a place to log to, not an option of the run
+    # Only the options the user gave: the rest take their defaults, or a resumed run's values.
     given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    explicit = frozenset(name for name in options if ctx.get_parameter_source(name) in given)
-    model_config, train_config = configs_from_options(options, vocab_size=0)  # the corpus gives vocab_size
-    job = TrainJob(
-        corpus=tuple(corpus_paths), checkpoint_dir=Path(checkpoint_dir), model=model_config, train=train_config,
-        explicit=explicit, cache_dir=Path(cache_dir) if cache_dir else None, resume=resume, overwrite=overwrite,
-        encoding=encoding, device=device, precision=precision, quiet=quiet,
-        tensorboard=Path(tensorboard) if tensorboard else None,
-    )
-    ctx.exit(commands.train(job))
+    explicit = {name: value for name, value in options.items() if ctx.get_parameter_source(name) in given}
+    result = train_model(corpus_paths, checkpoint_dir, device=device, precision=precision, resume=resume,
+                         overwrite=overwrite, encoding=encoding, cache_dir=cache_dir or None, tensorboard=tensorboard,
+                         quiet=quiet, **explicit)
+    ctx.exit(result.exit_code)
 
 
 # ---- sample -------------------------------------------------------------------------------
@@ -245,13 +243,15 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path(),
               help="Used when --checkpoint is not given.")
-@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0),
+              default=config.SAMPLE_TEMPERATURE, show_default=True,
               envvar="CHARRNN_SAMPLE_TEMP",
               help="Sampling temperature; 0 always takes the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely characters.")
 @click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True),
               help="Sample from the smallest set with this mass.")
-@click.option("--length", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
+@click.option("--length", type=click.IntRange(min=0), default=config.SAMPLE_LENGTH, show_default=True,
+              help="Characters to generate.")
 @click.option("--prime", help="Text to start from.")
 @click.option("--prime-file", type=click.File("r", encoding="utf-8-sig"),
               help="Read the prime from a file, or - for stdin.")
@@ -260,7 +260,8 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Samples generated together as one batch.")
 @click.option("--stop", help="End a sample once it has generated this string.")
-@click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Printed between samples.")
+@click.option("--separator", default=config.SAMPLE_SEPARATOR, show_default=repr(config.SAMPLE_SEPARATOR),
+              help="Printed between samples.")
 @click.option("--novel", is_flag=True, help="Record models: only records that are not in the training corpus.")
 @click.option("--unique", is_flag=True, help="Record models: no record twice.")
 @click.option("--beam", type=click.IntRange(min=1), help="The K likeliest continuations (record models: complete "
@@ -282,9 +283,6 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
       charrnn sample -n 20 --novel --prime ka      # a record model: 20 new names
       charrnn sample --beam 5 --prime ka           # the 5 likeliest
     """
-    from .generation import jobs as generate
-    from .generation.sampler import SamplingOptions
-
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     if prime_file is not None:
@@ -297,13 +295,26 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
         raise click.BadParameter("must not be empty", param_hint="--stop")
     if prime == "":
         raise click.BadParameter("must not be empty", param_hint="--prime")
-    job = generate.SampleJob(
-        checkpoint=checkpoint_path or checkpoint_dir, options=SamplingOptions(temperature, top_k, top_p),
-        length=length, prime=prime, echo_prime=not no_echo_prime, num_samples=num_samples, seed=seed, stop=stop,
-        separator=separator, novel=novel, unique=unique, beam=beam, as_json=as_json,
-    )
+    from .api import load
+
+    model = load(checkpoint_path or checkpoint_dir)
+    if as_json and beam is None and model.record_separator is None:
+        raise CharrnnError("--json is for --beam and for record models; stream samples are plain text")
+    sampling = dict(temperature=temperature, echo_prime=not no_echo_prime)
     with writing_product():
-        generate.sample(job, sys.stdout)
+        if beam is not None:  # generate() refuses --novel and --unique for a stream model, as it always has
+            beams = model.generate(prime, length, beam=beam, novel=novel, unique=unique, **sampling)
+            printing.write_beams(beams, "\n" if model.record_separator is not None else separator, as_json)
+            return
+        drawing = dict(sampling, top_k=top_k, top_p=top_p, seed=seed)
+        if model.record_separator is not None:
+            draws = model.draw_records(num_samples, prime, length, novel=novel, unique=unique, **drawing)
+            printing.write_records(draws, as_json)
+        elif num_samples == 1:
+            printing.write_stream(model.stream(prime, length, stop=stop, novel=novel, unique=unique, **drawing))
+        else:
+            texts = model.generate(prime, length, n=num_samples, stop=stop, novel=novel, unique=unique, **drawing)
+            printing.write_samples(texts, separator)
 
 
 # ---- eval ---------------------------------------------------------------------------------
@@ -315,7 +326,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
               type=click.Path())
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
-@click.option("--streams", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--streams", type=click.IntRange(min=1), default=config.EVAL_STREAMS, show_default=True,
               help="Parallel streams, each warmed on the 256 preceding chars; 1 reads the text as one stream.")
 @device_option
 @precision_option
@@ -331,12 +342,11 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
       charrnn eval held_out.txt
       tail -n 2000 corpus.txt | charrnn eval - --json
     """
-    from . import commands
+    from .api import load
 
-    result = commands.evaluate_text(commands.EvalJob(
-        text=text_path, checkpoint=checkpoint_path or checkpoint_dir, encoding=encoding, skip_unknown=skip_unknown,
-        streams=streams, device=device, precision=precision, quiet=quiet,
-    ))
+    model = load(checkpoint_path or checkpoint_dir, device)
+    result = model.score(path=text_path, encoding=encoding, skip_unknown=skip_unknown, streams=streams,
+                         precision=precision, progress=not quiet)
     with writing_product():
         if as_json:
             click.echo(json.dumps(result))
@@ -366,16 +376,18 @@ def _feature_callback(ctx, param, values):
               help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
               type=click.Path(), help="Used when --checkpoint is not given.")
-@click.option("-o", "--output", default="viz.html", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("-o", "--output", default=config.VIZ_OUTPUT, show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
               help="The page to write; '-' is stdout.")
-@click.option("--max-chars", type=click.IntRange(min=1), default=5000, show_default=True,
+@click.option("--max-chars", type=click.IntRange(min=1), default=config.VIZ_MAX_CHARS, show_default=True,
               help="Show at most this many characters (of FILE, or of the sample).")
 @click.option("--feature", "features", multiple=True, metavar="NAME=REGEX", callback=_feature_callback,
               envvar="CHARRNN_VIZ_FEATURE",
               help="Also rank units by how well they track the characters REGEX matches (repeatable).")
 @click.option("--gates", is_flag=True, help="Also show the gates (LSTM i f g o, GRU r z n): a larger page.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sample when no FILE is given.")
-@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0),
+              default=config.SAMPLE_TEMPERATURE, show_default=True,
               envvar="CHARRNN_VIZ_TEMP", help="Temperature of the sample when no FILE is given.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
@@ -395,16 +407,14 @@ def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features,
       charrnn viz play.txt --checkpoint runs/shakespeare --max-chars 3000
       charrnn viz code.py --feature 'digits=[0-9]' --feature 'keyword=\\b(def|return)\\b'
     """
-    from . import commands
+    from .api import load
     from .progress import log
 
-    job = commands.VizJob(
-        checkpoint=checkpoint_path or checkpoint_dir, output=output, text=text_path, max_chars=max_chars,
-        features=features, gates=gates, seed=seed, temperature=temperature, encoding=encoding,
-        skip_unknown=skip_unknown,
-    )
+    model = load(checkpoint_path or checkpoint_dir)
     with writing_product():  # -o -: a reader may stop early
-        summary = commands.viz(job, sys.stdout)
+        summary = model.viz(sys.stdout if output == "-" else output, text_path, max_chars=max_chars,
+                            features=features, gates=gates, seed=seed, temperature=temperature, encoding=encoding,
+                            skip_unknown=skip_unknown)
     where = "stdout" if output == "-" else output
     log(f"wrote {where}: {summary['bytes'] / 1e6:.1f} MB, {summary['chars']:,} characters, {summary['units']:,} "
         f"units, mean loss {summary['mean_loss']:.4f} nats/char, in {summary['seconds']:.1f} s", quiet)
@@ -424,9 +434,9 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
       charrnn info
       charrnn info checkpoints/best.pt --json
     """
-    from . import commands
+    from .api import load
 
-    summary = commands.describe(checkpoint_path or checkpoint_dir)
+    summary = load(checkpoint_path or checkpoint_dir).info()
     with writing_product():
         if as_json:
             click.echo(json.dumps(summary, ensure_ascii=False))

@@ -21,6 +21,17 @@ DEFAULT_CHECKPOINT_DIR = "checkpoints"  # every command's --checkpoint-dir, and 
 # Without any stop option, training runs this many epochs (char-rnn's default is 50,
 # over far smaller per-epoch step counts).
 DEFAULT_MAX_EPOCHS = 20.0
+# The defaults of sample, eval and viz, shared by the CLI's options and the Python API's
+# arguments (generation/jobs.SampleJob, scoring.EvalJob, inspect/viz.VizJob read them here).
+SAMPLE_LENGTH = 1000
+SAMPLE_TEMPERATURE = 1.0
+SAMPLE_SEPARATOR = "\n\n"
+# Parallel streams make a CPU pass much faster than one stream; the burn-in gives each stream
+# the preceding text as context, so the figure matches a single continuous pass closely (see
+# docs/experiments.md, "Evaluation streams and burn-in").
+EVAL_STREAMS = 16
+VIZ_OUTPUT = "viz.html"
+VIZ_MAX_CHARS = 5000
 
 DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
 
@@ -74,6 +85,17 @@ class Bounds:
         high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
         return low_ok and high_ok
 
+    def kind_text(self) -> str:
+        return "an integer" if self.kind is int else "a finite number"
+
+    def range_text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
 
 def option(default: Any, help: str = "", bounds: Bounds | None = None, choices: tuple[str, ...] | None = None,
            duration: bool = False, escapes: bool = False) -> Any:
@@ -81,6 +103,39 @@ def option(default: Any, help: str = "", bounds: Bounds | None = None, choices: 
     flag). `duration` takes 90s, 10m, 2h; `escapes` reads backslash escapes such as \\n."""
     return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices,
                                             "duration": duration, "escapes": escapes})
+
+
+def checked(f: Field, value: Any) -> Any:
+    """`value` for the option `f`, checked against its declaration (type, bounds, choices): the one
+    check every caller's options go through (the CLI's, the API's, a resumed run's). ValueError."""
+    meta, name = f.metadata, f.name
+    if value is None and f.default is None:
+        return None
+    if isinstance(f.default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} is True or False, not {value!r}")
+        return value
+    if meta["choices"]:
+        if value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, not {value!r}")
+        return value
+    bounds: Bounds | None = Bounds(float, 0, low_open=True) if meta["duration"] else meta["bounds"]
+    if bounds is not None:
+        number = int if bounds.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+            raise ValueError(f"{name} must be {bounds.kind_text()}, not {value!r}")
+        if not bounds.admits(value):
+            raise ValueError(f"{name} must be {bounds.kind_text()} {bounds.range_text()}, not {value!r}")
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a string that is not empty, not {value!r}")
+    return value
+
+
+def _check_options(config: object) -> None:
+    for f in fields(config):
+        if "help" in f.metadata:
+            checked(f, getattr(config, f.name))
 
 
 POSITIVE_INT = Bounds(int, low=1)
@@ -104,14 +159,9 @@ class ModelConfig:
     weight_drop: float = option(0.0, "DropConnect on the recurrent weights.", FRACTION)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.vocab_size < 0 or self.layers < 1 or self.hidden < 1:
-            raise ValueError("layers and hidden must be positive, and vocab_size not negative")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-        if not 0.0 <= self.weight_drop < 1.0:
-            raise ValueError("weight_drop must be in [0, 1)")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise ValueError(f"vocab_size must be an integer >= 0, not {self.vocab_size!r}")
+        _check_options(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,6 +202,9 @@ class TrainConfig:
                                   "learned with start and end markers, and sample prints whole records.")
     record_sep: str = option("\n", "What separates records with --records, e.g. '\\n\\n' for paragraphs.",
                              escapes=True)
+
+    def __post_init__(self) -> None:
+        _check_options(self)
 
     def stop_given(self) -> bool:
         return any(v is not None for v in (self.max_epochs, self.max_steps, self.max_time))
@@ -238,4 +291,7 @@ def merge_resume_options(stored: dict, given: dict, explicit: set[str] | frozens
 def resumed_configs(job: TrainJob, stored: dict, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
     """A resumed run's configs: the checkpoint's options, with the ones the user gave."""
     given = run_options(job.model, job.train)
-    return configs_from_options(merge_resume_options(stored, given, job.explicit), vocab_size)
+    try:
+        return configs_from_options(merge_resume_options(stored, given, job.explicit), vocab_size)
+    except (ValueError, TypeError) as e:  # options a hand edit or another program left out of range
+        raise CharrnnError(f"--resume: the checkpoint's stored options are damaged: {e}") from None

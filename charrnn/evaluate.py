@@ -10,15 +10,13 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .config import EVAL_STREAMS
 from .model import CharRNN, evaluating
 from .runtime import autocast
 from .text.records import PAD_TARGET, Records, make_batch, plan_batches
 from .text.token_files import as_ids
 
-# Parallel streams make a CPU pass much faster than one stream; the burn-in gives each
-# stream the preceding text as context, so the figure matches a single continuous pass
-# closely (see docs/experiments.md, "Evaluation streams and burn-in").
-DEFAULT_STREAMS = 16
+DEFAULT_STREAMS = EVAL_STREAMS  # and the burn-in that warms each: see config.EVAL_STREAMS
 DEFAULT_BURN_IN = 256
 
 

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 import charrnn
 from charrnn import checkpoint, config
 from charrnn.cli import cli, parse_duration
-from charrnn.commands import EvalJob
 from charrnn.errors import CharrnnError, CheckpointError
 from charrnn.generation.jobs import SampleJob
+from charrnn.scoring import EvalJob
 
 from .conftest import TINY, charrnn_env, make_corpus, run_charrnn
 
@@ -78,7 +78,7 @@ def test_defaults_are_the_clis():
         assert given["echo_prime"].default is not sample["no_echo_prime"]
         assert given["n"].default is None and SampleJob.num_samples == sample["num_samples"]
     assert inspect.signature(charrnn.Model.generate).parameters["beam"].default == sample["beam"]
-    assert SampleJob.separator == sample["separator"]
+    assert config.SAMPLE_SEPARATOR == sample["separator"]
     given = inspect.signature(charrnn.Model.score).parameters
     for name in ("encoding", "skip_unknown", "streams", "precision"):
         assert given[name].default == evaluate[name] == getattr(EvalJob, name), name
@@ -119,7 +119,8 @@ def test_stream_samples_equal_the_clis(trained_dir, stream_model, args, kwargs):
 def test_batches_equal_the_clis(trained_dir, stream_model, args, kwargs):
     texts = stream_model.generate(**kwargs)
     assert isinstance(texts, list) and len(texts) == 3
-    assert invoke("sample", "--checkpoint", trained_dir, *args).stdout == as_printed(SampleJob.separator.join(texts))
+    printed = invoke("sample", "--checkpoint", trained_dir, *args).stdout
+    assert printed == as_printed(config.SAMPLE_SEPARATOR.join(texts))
 
 
 def test_beams_equal_the_clis(trained_dir, stream_model, names_model):

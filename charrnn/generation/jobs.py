@@ -1,26 +1,23 @@
-"""The `charrnn sample` command's layer, which the Python API's Model.generate and Model.beam
-share: a checkpoint's samples as a stream model's text, a record model's new records, or the
-likeliest continuations (beam search), written as they are made.
+"""A sample job: what `Model.generate`, `stream`, `draw_records` and `beam` (and so `charrnn
+sample`) were asked for, checked against the model, and the draws that carry it out: a stream
+model's ids, a record model's new records (`--novel`, `--unique`), the likeliest continuations.
 
-Like commands.py, it takes typed options (`SampleJob`) and raises CharrnnError for anything the
-user can fix; it knows nothing about click.
+It takes typed options (`SampleJob`) and raises CharrnnError for anything the user can fix;
+printing is the CLI's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TextIO
 
 from .. import checkpoint
+from ..config import SAMPLE_LENGTH
 from ..errors import CharrnnError
-from ..progress import log
 from ..text.records import record_hash
 from .beam import beam_search
 from .sampler import Sampler, SamplingOptions
-from .writer import write_samples
 
 
 @dataclass(frozen=True)
@@ -28,19 +25,16 @@ class SampleJob:
     """What `charrnn sample` (or the Python API's `Model.generate`) was asked for. Its defaults
     are the CLI's and the API's."""
 
-    checkpoint: str  # a file, or a directory (best.pt, else latest.pt)
     options: SamplingOptions
-    length: int = 1000  # characters; for a record model, the most one record may have
+    length: int = SAMPLE_LENGTH  # characters; for a record model, the most one record may have
     prime: str | None = None  # None: the model's default prime, not printed
     echo_prime: bool = True
     num_samples: int = 1
     seed: int | None = None
     stop: str | None = None
-    separator: str = "\n\n"
     novel: bool = False  # record models: only records that are not in the training corpus
     unique: bool = False  # record models: no record twice
     beam: int | None = None  # the K likeliest samples instead of random ones
-    as_json: bool = False
 
     def __post_init__(self) -> None:
         # The CLI refuses all of these first, as usage errors; the Python API gets a ValueError.
@@ -58,28 +52,9 @@ class SampleJob:
             raise ValueError("temperature must be a finite number")
 
 
-def sample(job: SampleJob, out: TextIO) -> None:
-    """Generates text from a checkpoint and writes it to `out` as it is made."""
-    write_sample(checkpoint.load(job.checkpoint), job, out)
-
-
-def write_sample(ckpt: checkpoint.Checkpoint, job: SampleJob, out: TextIO) -> None:
-    """`sample` for a checkpoint already loaded (`job.checkpoint` is not read again)."""
-    sampler = sampler_for(ckpt)
-    check_sample_job(ckpt, job)
-    if job.beam is not None:
-        _write_beams(sampler, job, out)
-    elif ckpt.record_separator is not None:
-        _write_records(RecordDraws(sampler, job, known_records(ckpt, job)), job, out)
-    else:
-        prime, echo_prime, ids = stream_ids(sampler, job)  # checks the prime
-        write_samples(ids, sampler.vocab.chars, prime, echo_prime=echo_prime, num_samples=job.num_samples,
-                      stop=job.stop, separator=job.separator, out=out)
-
-
 def sampler_for(ckpt: checkpoint.Checkpoint) -> Sampler:
     """The checkpoint's model as a sampler (on the CPU, in eval mode)."""
-    return Sampler(ckpt.move_model_to("cpu"), ckpt.vocab)
+    return Sampler(ckpt.model, ckpt.vocab)
 
 
 def check_sample_job(ckpt: checkpoint.Checkpoint, job: SampleJob) -> None:
@@ -87,8 +62,6 @@ def check_sample_job(ckpt: checkpoint.Checkpoint, job: SampleJob) -> None:
     is_record_model = ckpt.record_separator is not None
     if (job.novel or job.unique) and not is_record_model:
         raise CharrnnError("--novel and --unique are for record models (trained with --records)")
-    if job.as_json and job.beam is None and not is_record_model:
-        raise CharrnnError("--json is for --beam and for record models; stream samples are plain text")
 
 
 def stream_ids(sampler: Sampler, job: SampleJob) -> tuple[str, bool, Iterator[list[int]]]:
@@ -164,21 +137,6 @@ class RecordDraws:
                 f"({DRAWS_PER_RECORD} each)")
 
 
-def _write_records(draws: RecordDraws, job: SampleJob, out: TextIO) -> None:
-    """N records, one a line, as they are drawn; those --novel or --unique drop are counted."""
-    kept: list[str] = []
-    for record in draws:
-        kept.append(record)
-        if not job.as_json:
-            out.write(draws.shown(record) + "\n")
-            out.flush()
-    if job.as_json:
-        out.write(json.dumps([{"text": r} for r in kept], ensure_ascii=False) + "\n")
-    for line in (draws.dropped_summary(), draws.shortfall()):
-        if line:
-            log(line)
-
-
 def likeliest(sampler: Sampler, job: SampleJob) -> list[tuple[str, float]]:
     """The `job.beam` likeliest continuations (stream models) or complete records (record
     models), best first, as (text as shown, natural log-probability)."""
@@ -192,15 +150,3 @@ def likeliest(sampler: Sampler, job: SampleJob) -> list[tuple[str, float]]:
     if vocab.marker_id is not None and not prime:
         beams = [b for b in beams if b.ids]  # an empty record is no record
     return [((prime if job.echo_prime else "") + vocab.decode(b.ids), b.log_prob) for b in beams[:job.beam]]
-
-
-def _write_beams(sampler: Sampler, job: SampleJob, out: TextIO) -> None:
-    """The likeliest samples (`likeliest`), with their log-probabilities in --json or on stderr."""
-    beams = likeliest(sampler, job)
-    if job.as_json:
-        out.write(json.dumps([{"text": t, "log_prob": p} for t, p in beams], ensure_ascii=False) + "\n")
-        return
-    separator = "\n" if sampler.vocab.marker_id is not None else job.separator
-    out.write(separator.join(t for t, _ in beams) + "\n")
-    for rank, (_, log_prob) in enumerate(beams, 1):
-        log(f"beam {rank}: log-probability {log_prob:.4f}")

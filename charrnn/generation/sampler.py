@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import SAMPLE_TEMPERATURE
 from ..errors import CharrnnError
 from ..model import CharRNN
 from ..text.vocab import Vocabulary, escape_chars
@@ -16,7 +17,7 @@ from .steppers import NativeLSTMStep, step_cell
 
 @dataclass
 class SamplingOptions:
-    temperature: float = 1.0  # 0 means always the most likely character
+    temperature: float = SAMPLE_TEMPERATURE  # 0 means always the most likely character
     top_k: int | None = None
     top_p: float | None = None
 

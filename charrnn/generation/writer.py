@@ -1,16 +1,10 @@
-"""Generated samples as text: read from Sampler.generate's ids, and written as they are produced.
-
-`sample_pieces` and `sample_texts` turn the ids into text for the CLI (`write_samples`) and the
-Python API alike, so that both give the same text for a seed.
-"""
+"""Generated samples as text: Sampler.generate's ids turned into one sample's pieces as they are
+made, or several samples' texts, ending each at its stop string. The Python API's generate and
+stream (and so the CLI) read samples through these."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TextIO
-
-FLUSH_EVERY_S = 0.05  # a reader sees text appear smoothly without a flush per character
 
 
 def sample_pieces(generated: Iterable[list[int]], chars: Sequence[str], shown_prime: str,
@@ -46,27 +40,3 @@ def sample_texts(generated: Iterable[list[int]], chars: Sequence[str], shown_pri
         if all(finished):
             break
     return [shown_prime + "".join(t) for t in texts]
-
-
-def write_samples(generated: Iterable[list[int]], chars: Sequence[str], prime: str, *, echo_prime: bool,
-                  num_samples: int, stop: str | None, separator: str, out: TextIO) -> None:
-    """Writes `generated` (each item: the next id of every sample, as Sampler.generate yields
-    them) as text. One sample streams character by character; several are printed in order,
-    separated by `separator`. `stop` ends a sample once generated."""
-    shown_prime = prime if echo_prime else ""
-    last_char = "\n"
-    if num_samples == 1:
-        last_flush = time.monotonic()
-        for piece in sample_pieces(generated, chars, shown_prime, stop):
-            out.write(piece)
-            last_char = piece[-1]
-            if (now := time.monotonic()) - last_flush >= FLUSH_EVERY_S:
-                out.flush()
-                last_flush = now
-    else:
-        texts = sample_texts(generated, chars, shown_prime, stop, num_samples)
-        out.write(separator.join(texts))
-        last_char = texts[-1][-1] if texts[-1] else "\n"
-    if last_char != "\n":
-        out.write("\n")  # so the shell prompt starts on its own line
-    out.flush()

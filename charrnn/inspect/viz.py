@@ -13,19 +13,24 @@ import io
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
 from .. import __version__
 from ..checkpoint import Checkpoint
+from ..config import VIZ_MAX_CHARS, VIZ_OUTPUT
 from ..errors import CharrnnError
+from ..fileio import atomic_write_bytes, why_write_failed
 from ..generation.sampler import Sampler, SamplingOptions
 from ..progress import format_duration
+from ..runtime import threads_for_block
 from ..text.reading import decoding_codec, open_corpus
 from ..text.vocab import escape_chars, known_text
-from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature
+from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature, trace
 
 TEMPLATE = Path(__file__).with_name("viz_page.html")
 LEVELS = 63  # an odd count, so that 0 is one of them; one base64 character per activation
@@ -207,3 +212,57 @@ def model_card(ckpt: Checkpoint, source: str, result: Trace) -> list[list[str]]:
         ("made by", f"charrnn {__version__} viz"),
     ]
     return [list(row) for row in rows]
+
+
+# ---- the page, written ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VizJob:
+    """What `charrnn viz` was asked for."""
+
+    output: str = VIZ_OUTPUT  # "-" for stdout
+    text: str | None = None  # a path, "-" for stdin; None: a sample the model writes itself
+    max_chars: int = VIZ_MAX_CHARS
+    features: tuple[str, ...] = ()  # NAME=REGEX
+    gates: bool = False
+    seed: int = 0
+    temperature: float = 1.0
+    encoding: str = "utf-8"
+    skip_unknown: bool = False
+
+
+def write_page(ckpt: Checkpoint, job: VizJob, out: TextIO) -> dict:
+    """Writes the page of what the model makes of a text; its size, what it shows and how long
+    it took. Runs on one thread: one stream's steps are too small to share, and on a
+    busy CPU two threads took 2 to 93 s where one takes 1.4 (docs/benchmarks.md, "charrnn viz")."""
+    with threads_for_block(1):
+        return _write_page(ckpt, job, out)
+
+
+def _write_page(ckpt: Checkpoint, job: VizJob, out: TextIO) -> dict:
+    started = time.perf_counter()
+    try:
+        features = [Feature.parse(spec) for spec in job.features]
+    except ValueError as e:
+        raise CharrnnError(f"--feature {e}") from None
+    if job.text is None:
+        text, source = sample_text(ckpt, job.max_chars, job.seed, job.temperature)
+    else:
+        allowed = set(ckpt.vocab.chars) | set(ckpt.record_separator or "")
+        text, skipped = read_text(job.text, job.encoding, job.max_chars, allowed, job.skip_unknown)
+        source = ("standard input" if job.text == "-" else job.text) + (f", {skipped:,} unknown dropped" if skipped
+                                                                        else "")
+    result = trace(ckpt.model, ckpt.vocab, text, separator=ckpt.record_separator)
+    data = page_data(result, model_card(ckpt, source, result), ckpt.field("metrics", list) or [], features,
+                     job.gates)
+    html = render(data, title=f"charrnn viz: {ckpt.path.name}, {result.cell} {len(result.layers)}x{data['hidden']}")
+    encoded = html.encode("utf-8")
+    if job.output == "-":
+        out.write(html)
+    else:
+        try:
+            atomic_write_bytes(Path(job.output), encoded)
+        except OSError as e:
+            raise CharrnnError(f"cannot write {job.output}: {why_write_failed(e)}") from None
+    units = len(data["layers"]) * len(data["kinds"]) * data["hidden"]
+    return {"output": job.output, "bytes": len(encoded), "chars": len(result.text), "units": units,
+            "mean_loss": result.mean_loss, "seconds": time.perf_counter() - started}

@@ -82,3 +82,8 @@ def write_output(data: bytes, output: str) -> None:
             atomic_write_bytes(Path(output), data)
         except OSError as e:
             raise CharrnnError(f"cannot write {output}: {e.strerror or e}") from None
+
+
+def write_corpus(name: str, output: str, max_bytes: int | None = None, url: str | None = None) -> None:
+    """Builds a ready-made corpus and writes it to `output` ('-': stdout)."""
+    write_output(build(name, max_bytes=max_bytes, url=url), output)

@@ -34,7 +34,9 @@ REPORT_EVERY = 20  # steps between reads of the training loss (each read waits f
 
 
 @dataclass
-class TrainResult:
+class LoopResult:
+    """How Trainer.run's loop ended."""
+
     step: int
     best_val_loss: float | None
     stopped_by_signal: int | None
@@ -141,8 +143,11 @@ class Trainer:
         self.scalars: ScalarSink | None = None  # set by run()
         # Each rank draws its own dropout masks; rank 0 of any run draws a one-process run's.
         seed_everything(config.seed + world.rank)
+        # (step, best validation loss) of the latest.pt written, this run's or a resumed one's.
+        self.saved: tuple[int, float | None] | None = None
         if resume is not None:
             self._restore(resume)
+            self.saved = (self.step, self.best_val_loss)
         self.lr = self.learning_rate()  # of the next step
 
     def _distributed(self, model: CharRNN) -> torch.nn.Module:
@@ -251,6 +256,7 @@ class Trainer:
         if not self.world.is_main:
             return
         checkpoint.save(self.checkpoint_dir / checkpoint.LATEST, payload)
+        self.saved = (self.step, self.best_val_loss)
         if best:
             checkpoint.save(self.checkpoint_dir / checkpoint.BEST, payload)
 
@@ -324,7 +330,7 @@ class Trainer:
             self.average.update(model, self.step)
         return loss.detach()
 
-    def run(self, progress: TrainingProgress | None = None, scalars: ScalarSink | None = None) -> TrainResult:
+    def run(self, progress: TrainingProgress | None = None, scalars: ScalarSink | None = None) -> LoopResult:
         """Trains until the budget is spent, the validation loss plateaus or a signal stops it.
         `progress` is shown on stderr; `scalars` (e.g. --tensorboard's writer) gets each read of
         the training loss and each validation."""
@@ -363,7 +369,7 @@ class Trainer:
             self.save(best=False)
         if self.stop_agreed and self.stop_signal is None:  # another rank was signalled
             self.stop_signal = signal.SIGTERM
-        return TrainResult(self.step, self.best_val_loss, self.stop_signal)
+        return LoopResult(self.step, self.best_val_loss, self.stop_signal)
 
     def _log_scalars(self, **values: float | None) -> None:
         if self.scalars is not None:
