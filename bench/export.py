@@ -36,7 +36,7 @@ from charrnn import checkpoint  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.export import export  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from tests.export.chromium import BROWSER, Chromium, open_page, wait_for  # noqa: E402
+from tests.browser import BROWSER, Chromium, open_page, wait_for  # noqa: E402
 
 CHARS = sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))  # tiny-shakespeare's 65
 SIZES = [(2, 256), (3, 512)]

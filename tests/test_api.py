@@ -17,7 +17,6 @@ from pathlib import Path
 import click
 import pytest
 import torch
-from click.testing import CliRunner
 
 import charrnn
 from charrnn import checkpoint, config
@@ -26,16 +25,13 @@ from charrnn.errors import CharrnnError, CheckpointError
 from charrnn.generation.jobs import SampleJob
 from charrnn.scoring import EvalJob
 
-from .conftest import TINY, charrnn_env, make_corpus, run_charrnn
+from .helpers import TINY, charrnn_env, invoke, make_corpus, run_charrnn
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAMES = ["anna", "bob", "carl"]
 RECORD_RUN = dict(records=True, max_steps=150, layers=1, hidden=32, eval_every=50, seed=3)
 TINY_RUN = dict(layers=1, hidden=32, batch_size=8, seq_len=32, eval_every=20, device="cpu")
 
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def as_printed(text: str) -> str:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from charrnn.evaluate import EvalResult, eval_streams, evaluate
 from charrnn.model import CharRNN, ModelConfig
 
-from .conftest import make_corpus
+from .helpers import make_corpus
 
 CPU = torch.device("cpu")
 VOCAB = 11

@@ -17,11 +17,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from charrnn.cli import cli
-
-from .conftest import run_charrnn
+from .helpers import run_charrnn
+from .helpers import succeeds as invoke
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUN = FIXTURES / "tiny_run"
@@ -57,11 +55,6 @@ SAMPLES = {
 EVAL_LOSS = 2.068512932585439  # --streams 16 (the default), fp32
 EVAL_LOSS_ONE_STREAM = 2.068512944478384  # --streams 1
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
 
 
 def sha256(path: Path) -> str:

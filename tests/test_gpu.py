@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from charrnn import checkpoint
 from charrnn.cli import cli
 
-from .conftest import TINY
+from .helpers import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -54,7 +54,7 @@ def test_cpu_checkpoint_resumes_on_gpu(tmp_path, corpus_file):
 def test_two_gpu_nccl_run_matches_one_gpu(tmp_path):
     """The README's torchrun command as it runs on GPUs: NCCL, one rank per device. bf16
     autocast makes the two runs close rather than equal."""
-    from .conftest import make_corpus, run_charrnn
+    from .helpers import make_corpus, run_charrnn
     from .test_distributed import RUN, final, torchrun
 
     corpus = tmp_path / "corpus.txt"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import TINY, charrnn_env, run_charrnn
+from .helpers import TINY, charrnn_env, run_charrnn
 
 CHARRNN = f"{shlex.quote(sys.executable)} -m charrnn"
 

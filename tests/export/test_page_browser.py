@@ -23,7 +23,7 @@ from charrnn import checkpoint
 from charrnn.export import export
 from charrnn.text.records import record_hash, record_hashes
 
-from .chromium import BROWSER, Chromium, needs_browser, open_page, requests, wait_for
+from ..browser import BROWSER, Chromium, needs_browser, open_page, requests, wait_for
 from .models import FIXTURE, NAMES, make_checkpoint, rounded_checkpoint
 
 pytestmark = needs_browser

@@ -4,7 +4,7 @@ import torch
 from charrnn.generation.steppers import LSTMStep, step_cell
 from charrnn.model import CharRNN, ModelConfig
 
-from ..conftest import assert_step_matches_fused, torch_threads
+from ..helpers import assert_step_matches_fused, torch_threads
 
 
 @pytest.mark.parametrize("threads", [1, 2])

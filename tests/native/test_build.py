@@ -22,7 +22,7 @@ from charrnn.native import recurrence as lstm_train
 from charrnn.runtime import cpu_has, cpu_has_amx_bf16, cpu_has_avx2_fma
 from charrnn.text.vocab import Vocabulary
 
-from ..conftest import assert_step_matches_fused, clear_libraries
+from ..helpers import assert_step_matches_fused, clear_libraries
 
 NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
 

@@ -1,7 +1,7 @@
 """The CPU training fast paths: the recurrence kernels (charrnn/lstm_amx.c on AMX tiles,
 charrnn/lstm_vector.c on AVX512-BF16 dot products and, built for fp32, on AVX2 or AVX-512
 multiply-adds, through lstm_train.py) against nn.LSTM, and the cheap dropout mask
-(charrnn/dropout.py). Each kernel test runs once per kernel, forced with CHARRNN_LSTM_KERNEL, in
+(charrnn/training/dropout.py). Each kernel test runs once per kernel, forced with CHARRNN_LSTM_KERNEL, in
 that kernel's precision, and skips where that kernel's library cannot be had."""
 
 import contextlib
@@ -17,7 +17,7 @@ from charrnn.native import build as native
 from charrnn.native import recurrence as lstm_train
 from charrnn.training.dropout import dropout, keep_mask
 
-from ..conftest import torch_threads
+from ..helpers import torch_threads
 
 NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c",
               "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_vector.c",

@@ -1,4 +1,4 @@
-"""Fixtures for the reliability battery; the helpers live in reliability_helpers.py."""
+"""Fixtures for the reliability battery; the helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import train_tiny, write_corpus
+
+from ..helpers import train_tiny, write_corpus
 
 torch.set_num_threads(1)  # in-process training: tiny models gain nothing from threads
 

@@ -8,9 +8,10 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import TINY, invoke, write_corpus
 
 from charrnn import checkpoint
+
+from ..helpers import TINY, invoke, write_corpus
 
 TRAIN_BAD = [
     ("--hidden", "0"), ("--hidden", "-16"), ("--hidden", "abc"), ("--layers", "0"), ("--batch-size", "0"),

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reliability_helpers import TINY, invoke, proc_env, write_corpus
+from ..helpers import TINY, charrnn_env, invoke, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 PINNING = {"CHARRNN_TRAIN_DEVICE": "cpu", "CHARRNN_EVAL_DEVICE": "cpu"}
@@ -46,4 +46,4 @@ def test_the_shell_changes_neither_the_pinning_nor_the_options():
 
 
 def test_real_processes_in_the_battery_see_the_pinning():
-    assert charrnn_variables(proc_env()) == PINNING
+    assert charrnn_variables(charrnn_env()) == PINNING

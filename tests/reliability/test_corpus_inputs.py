@@ -17,18 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+
+from charrnn import checkpoint
+
+from ..helpers import (
     TINY,
     charrnn_argv,
+    charrnn_env,
     invoke,
     load_finite,
     make_text,
     one_line_error,
-    proc_env,
     write_corpus,
 )
-
-from charrnn import checkpoint
 
 LATIN1_TEXT = make_text(600) + " café, naïve, façade " + make_text(600, seed=1)
 
@@ -200,10 +201,10 @@ def test_closed_or_empty_stdin(tmp_path):
     side by side to halve the start-up cost."""
     args = ["train", "-", *TINY, "--max-steps", 4]
     devnull = subprocess.Popen(charrnn_argv(*args, "--checkpoint-dir", tmp_path / "ck1"), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=proc_env(), text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=charrnn_env(), text=True)
     command = " ".join(charrnn_argv(*args, "--checkpoint-dir", "ck2")) + " 0<&-"
     closed = subprocess.Popen(["bash", "-c", command], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=proc_env(), text=True)
+                              env=charrnn_env(), text=True)
     outcomes = {}
     for name, proc in [("devnull", devnull), ("closed", closed)]:
         out, err = proc.communicate(timeout=120)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import invoke, one_line_error, train_tiny, write_corpus
 
 from charrnn import checkpoint
 from charrnn.config import CELLS, ModelConfig
 from charrnn.model import CharRNN
 from charrnn.text import cache
+
+from ..helpers import invoke, one_line_error, train_tiny, write_corpus
 
 COMMANDS = ["info", "sample", "eval", "train --resume"]
 

@@ -1,9 +1,9 @@
 """Long runs: streaming a million sampled characters holds memory and speed constant.
 
-Sampling runs one cell step per character, about 10-25k chars/s for a 1x16 model on one CPU
+Sampling runs one cell step per character, about 10-25k chars/s for a 1x32 model on one CPU
 core, so 1,000,000 chars take roughly 40-100 s: longer than the rest of the battery. The test
 is marked `slow` (deselect with -m "not slow") and kept as cheap as it can be while still
-streaming the full million: a 1x16 tanh RNN (the cheapest cell step) at --temp 0 (argmax,
+streaming the full million: a 1x32 tanh RNN (the cheapest cell step) at --temp 0 (argmax,
 no distribution to build). The streaming path under test, Sampler.generate and
 write_samples, is the same for every cell and temperature.
 """
@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import TINY, charrnn_argv, invoke, proc_env, write_corpus
+
+from ..helpers import TINY, charrnn_argv, charrnn_env, invoke, write_corpus
 
 LENGTH = 1_000_000
 
@@ -42,7 +43,7 @@ def test_sampling_a_million_chars_holds_constant_memory_and_speed(tmp_path):
     out = tmp_path / "sample.txt"
     with open(out, "wb") as stdout:
         proc = subprocess.Popen(charrnn_argv("sample", "--checkpoint", folder, "--length", LENGTH, "--temp", 0),
-                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=proc_env())
+                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=charrnn_env())
     samples: list[tuple[float, int, int]] = []  # (time, chars written so far, RSS KiB)
     try:
         while proc.poll() is None:

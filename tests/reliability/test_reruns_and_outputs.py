@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 import pytest
-from reliability_helpers import TINY, charrnn_argv, invoke, one_line_error, proc_env, train_tiny, write_corpus
 
 from charrnn import checkpoint
 from charrnn.cli import cli
+
+from ..helpers import TINY, charrnn_argv, charrnn_env, invoke, one_line_error, train_tiny, write_corpus
 
 
 def test_a_new_run_never_replaces_a_run_already_in_the_folder(tmp_path):
@@ -74,7 +75,7 @@ def test_corpus_output_that_cannot_be_written_is_a_one_line_error(tmp_path):
 def test_stdout_on_a_full_disk_is_a_one_line_error(trained):
     with open("/dev/full", "w") as full:
         result = subprocess.run(charrnn_argv("info", trained), stdout=full, stderr=subprocess.PIPE, text=True,
-                                env=proc_env(), timeout=120)
+                                env=charrnn_env(), timeout=120)
     assert result.returncode == 1 and "No space left" in one_line_error(result.stderr)
 
 
@@ -83,7 +84,7 @@ def test_closed_stdout_and_stderr_neither_crash_a_run_nor_reach_its_files(tmp_pa
     ckpt = tmp_path / "ck"
     # The shell's `>&- 2>&-`: the child starts with descriptors 1 and 2 closed.
     argv = charrnn_argv("train", corpus, "--checkpoint-dir", ckpt, *TINY, "--max-steps", 3)
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, env=proc_env(), timeout=120,
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, env=charrnn_env(), timeout=120,
                             preexec_fn=lambda: (os.close(1), os.close(2)))
     assert result.returncode == 0
     assert checkpoint.load(ckpt / checkpoint.LATEST).data["step"] == 3

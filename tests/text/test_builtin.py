@@ -6,7 +6,7 @@ from charrnn.errors import CharrnnError
 from charrnn.text import builtin as corpus
 from charrnn.text import cache, token_files
 
-from ..conftest import SHAKESPEARE
+from ..helpers import SHAKESPEARE
 
 
 def test_python_stdlib_is_deterministic_utf8_and_capped():

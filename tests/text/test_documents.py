@@ -20,7 +20,7 @@ from charrnn.text.vocab import Vocabulary
 from charrnn.training.streams import StreamBatcher, StreamData, split_for_training
 from charrnn.training.trainer import Trainer
 
-from ..conftest import TINY, make_corpus
+from ..helpers import TINY, make_corpus
 
 
 def write(path, text):

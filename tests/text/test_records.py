@@ -5,10 +5,8 @@ import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from charrnn import checkpoint, evaluate
-from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, loss_fn
@@ -16,11 +14,10 @@ from charrnn.text import records
 from charrnn.text.vocab import Vocabulary
 from charrnn.training import record_batches
 
+from ..helpers import invoke
+
 NAMES = ["anna", "bob", "carl"]
 
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def encoded(text: str) -> tuple[torch.Tensor, Vocabulary]:
@@ -184,3 +181,4 @@ def test_record_run_resumes(names_model, tmp_path):
     result = invoke("train", corpus, "--checkpoint-dir", ckpt, "--resume", "--max-steps", 160, "-q")
     assert result.exit_code == 0, result.output
     assert checkpoint.load(ckpt / "latest.pt").data["step"] == 160
+

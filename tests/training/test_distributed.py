@@ -14,7 +14,7 @@ import torch
 
 from charrnn import checkpoint
 
-from ..conftest import charrnn_env, make_corpus, run_charrnn
+from ..helpers import charrnn_env, make_corpus, run_charrnn
 
 TORCHRUN_SCRIPT = Path(sys.executable).with_name("torchrun")
 TORCHRUN = [str(TORCHRUN_SCRIPT)] if TORCHRUN_SCRIPT.exists() else [sys.executable, "-m", "torch.distributed.run"]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from charrnn import checkpoint
 from charrnn.cli import cli
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 

@@ -13,7 +13,7 @@ from charrnn.text.vocab import Vocabulary
 from charrnn.training.streams import StreamData, split_for_training
 from charrnn.training.trainer import Trainer, adamw
 
-from ..conftest import make_corpus
+from ..helpers import make_corpus
 
 
 def make_trainer(tmp_path, resume=None, precision=None, hidden=24, dropout=0.1, **overrides):

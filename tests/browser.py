@@ -1,8 +1,6 @@
-"""Headless Chromium driven through the DevTools protocol on a pipe, with the standard library only.
-
-A copy of the viz tests' driver (that file belongs to `viz`), plus what the export tests
-need: the Network domain, so that a test sees every request the page makes.
-"""
+"""Headless Chromium driven through the DevTools protocol on a pipe, with the standard library
+only: the real browser the page tests (`charrnn viz`'s and `charrnn export`'s) click and type
+in. The Network domain is on, so that a test sees every request a page makes."""
 
 from __future__ import annotations
 

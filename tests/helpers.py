@@ -1,12 +1,14 @@
-"""Helpers for the reliability battery: tiny corpora, the CLI in-process and as real processes,
-and checks on what is left in a checkpoint dir.
+"""The helpers of the whole suite (fixtures live in conftest.py): tiny corpora and models, the CLI
+in-process (`invoke`, click's CliRunner) and as a real process (`run_charrnn`, `spawn`), torch's
+threads, the C libraries' caches, and checks on what is left in a checkpoint dir.
 
-Every test in the battery really does the bad thing (kills, fills disks, feeds hostile files)
-and checks what a user would see. Models are tiny (1x16) and corpora a few thousand chars.
+The reliability battery (tests/reliability/) really does the bad thing (kills, fills disks,
+feeds hostile files) and checks what a user would see with these.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -21,9 +23,13 @@ from click.testing import CliRunner, Result
 
 from charrnn import checkpoint
 from charrnn.cli import cli
+from charrnn.native import build as native
+from charrnn.runtime import threads_for_block
 from charrnn.text import cache
 
-TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
+# A model and batch small enough that a test trains it in a second or two.
+TINY = ["--layers", "1", "--hidden", "32", "--batch-size", "8", "--seq-len", "32"]
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 WORDS = ("the cat sat on a mat while rain fell over old stone walls and quiet rivers ran to "
          "the sea, so we found light in small things; she said: why not? Then 42 birds flew.").split()
 
@@ -37,6 +43,21 @@ def make_text(chars: int = 4000, seed: int = 0) -> str:
         word = rng.choice(WORDS) + ("\n" if rng.random() < 0.1 else " ")
         out.append(word)
         size += len(word)
+    return "".join(out)[:chars]
+
+
+def make_corpus(chars: int = 20_000, seed: int = 0) -> str:
+    """A small learnable text: sentences from a tiny grammar."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "my friend", "the old man", "she", "we"]
+    verbs = ["sat on", "looked at", "ran to", "found", "liked"]
+    objects = ["the mat", "a tree", "the house", "a red ball", "the river"]
+    out = []
+    size = 0
+    while size < chars:
+        line = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}.\n"
+        out.append(line)
+        size += len(line)
     return "".join(out)[:chars]
 
 
@@ -58,6 +79,13 @@ def invoke(*args: object, input: str | bytes | None = None) -> Result:
     return result
 
 
+def succeeds(*args: object, input: str | bytes | None = None) -> Result:
+    """`invoke`, and the command must exit 0."""
+    result = invoke(*args, input=input)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def one_line_error(text: str) -> str:
     """The single 'Error: ...' line of `text`, asserting there is nothing else."""
     lines = text.strip().splitlines()
@@ -71,6 +99,41 @@ def train_tiny(ckpt_dir: Path, corpus: Path, *extra: object, steps: int = 6) -> 
                     "--eval-every", 3, "-q", *extra)
     assert result.exit_code == 0, result.output
     return result
+
+
+# ---- threads and the C libraries ----------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block (the session runs on one)."""
+    with threads_for_block(count):
+        yield
+
+
+NATIVE_LIBRARIES = (native.library, native.amx_library, native.avx512_library, native.fp32_library)  # memoized
+
+
+def clear_libraries() -> None:
+    """Forgets every loaded C library, so the next call builds or loads it again."""
+    for load in NATIVE_LIBRARIES:
+        load.cache_clear()
+
+
+def assert_step_matches_fused(model, make_step, batch: int, threads: int) -> None:
+    """A generation stepper (`make_step(model, batch)`), started from a carried-in state,
+    gives the fused core's logits, next-char distribution and final state to 1e-5."""
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, 60), generator=torch.Generator().manual_seed(0))
+    with torch_threads(threads), torch.no_grad():
+        _, start = model(ids[:, :10])
+        ref, ref_state = model(ids[:, 10:], start)
+        step = make_step(model, batch)
+        step.load(start)
+        got = torch.stack([step.step(ids[:, t].tolist()).clone() for t in range(10, ids.size(1))], 1)
+    assert torch.allclose(got.softmax(-1), ref.softmax(-1), atol=1e-5)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert len(step.state()) == len(ref_state)
+    for a, b in zip(step.state(), ref_state):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 # ---- checkpoints --------------------------------------------------------------------------
@@ -109,10 +172,13 @@ def is_temp_of(name: str, target: str) -> bool:
 
 
 # ---- real processes ---------------------------------------------------------------------
-def proc_env() -> dict[str, str]:
-    # conftest.py has already removed the shell's CHARRNN_* options and kept the CPU pinning.
+def charrnn_env() -> dict[str, str]:
+    """The environment of a charrnn subprocess: one thread, unbuffered, and no checkpoint dir from
+    the developer's shell (the battery's conftest also removes the shell's other CHARRNN_* options
+    and keeps the session's CPU pinning)."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("CHARRNN_CHECKPOINT_DIR", None)
     return env
 
 
@@ -124,13 +190,21 @@ def spawn(*args: object, stderr_path: Path, **kwargs) -> subprocess.Popen:
     """Starts `python -m charrnn ARGS` with stderr going to a file the test can poll."""
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     with open(stderr_path, "wb") as err:
-        return subprocess.Popen(charrnn_argv(*args), stderr=err, env=proc_env(), **kwargs)
+        return subprocess.Popen(charrnn_argv(*args), stderr=err, env=charrnn_env(), **kwargs)
 
 
-def run_charrnn(*args: object, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(charrnn_argv(*args), capture_output=True, text=True, env=proc_env(), timeout=timeout,
+def run_charrnn(*args: object, input: bytes | str | None = None, timeout: float = 120, check: bool = True,
+                **kwargs) -> subprocess.CompletedProcess:
+    """The real command line, as a shell runs it (`kwargs`: subprocess.run's, e.g. cwd, text);
+    with `check`, a non-zero exit fails the test with its stderr."""
+    if input is None:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.run(charrnn_argv(*args), input=input, capture_output=True, env=charrnn_env(), timeout=timeout,
                           **kwargs)
+    if check and proc.returncode != 0:
+        err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
+        raise AssertionError(f"charrnn {' '.join(map(str, args))} exited {proc.returncode}: {err}")
+    return proc
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0,
