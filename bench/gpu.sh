@@ -26,7 +26,7 @@ stage() {  # stage NAME SECONDS COMMAND...: runs it under a limit, logging to OU
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
 "$python" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(), torch.get_num_threads(), "threads")' \
     >>"$out/gpu.txt" 2>&1
-stage tests 90 "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_train.py tests/test_model.py
+stage tests 90 "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/training/test_trainer.py tests/test_model.py
 stage quality 400 "$python" bench/quality.py --time 5m --device cuda --corpus "$corpus" \
     --json-out "$out/quality-5m-cuda.json"
 stage speed 130 "$python" bench/speed.py --device cuda --rounds 2 --sample-rounds 5 --json-out "$out/speed-cuda.json"

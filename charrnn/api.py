@@ -116,6 +116,7 @@ class Model:
             "corpus_length": checkpoint.typed(ckpt.path, "corpus length", corpus.get("length"), int),
             "records": None if ckpt.record_separator is None else {
                 "separator": ckpt.record_separator, "count": (ckpt.field("records", dict) or {}).get("count")},
+            "lineage": ckpt.field("lineage", dict),  # a fine-tuned model's base; None for one trained from nothing
         }
 
     def generate(self, prime: str | None = None, length: int = SampleJob.length, *, n: int | None = None,
@@ -260,6 +261,16 @@ class Model:
 
         return trace(self._ckpt.model, self._ckpt.vocab, text, separator=self.record_separator)
 
+    def export(self, output: PathLike, *, title: str | None = None) -> dict:
+        """Writes the model to `output` for use outside charrnn, the format by its extension:
+        .html (or .htm), one offline page that writes, draws records and co-writes in a browser;
+        .onnx, the one-character step for onnxruntime and other runtimes (needs the onnx extra:
+        pip install 'charrnn[onnx]'). Written atomically; returns the file's size and what it
+        holds. `title` names the page."""
+        from .export import export
+
+        return export(self._ckpt, output, **({} if title is None else {"title": title}))
+
     def _job(self, *, n: int | None = None, temperature: float = SamplingOptions.temperature,
              top_k: int | None = SamplingOptions.top_k, top_p: float | None = SamplingOptions.top_p,
              **fields) -> SampleJob:
@@ -302,15 +313,15 @@ def _records(draws: RecordDraws) -> Iterator[str]:
 
 
 # ---- train --------------------------------------------------------------------------------
-TRAIN_ARGUMENTS = ("device", "precision", "resume", "overwrite", "encoding", "cache_dir", "tensorboard", "quiet",
-                   "progress")
+TRAIN_ARGUMENTS = ("device", "precision", "resume", "overwrite", "encoding", "cache_dir", "tensorboard", "init_from",
+                   "quiet", "progress")
 
 
 def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFAULT_CHECKPOINT_DIR, *,
           device: str = TrainJob.device, precision: str = TrainJob.precision, resume: bool = TrainJob.resume,
           overwrite: bool = TrainJob.overwrite, encoding: str = TrainJob.encoding, cache_dir: PathLike | None = None,
-          tensorboard: PathLike | None = None, quiet: bool = True, progress: bool | None = None,
-          **options) -> TrainResult:
+          tensorboard: PathLike | None = None, init_from: PathLike | None = None, quiet: bool = True,
+          progress: bool | None = None, **options) -> TrainResult:
     """Trains a model on `corpus` (a text file, a directory of them, several, or "-" for stdin)
     as `charrnn train` does, writing latest.pt and best.pt to `checkpoint_dir`;
     `charrnn.load(checkpoint_dir)` then reads it.
@@ -323,6 +334,10 @@ def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFA
     the run in checkpoint_dir, keeping its stored options where these do not name them;
     `overwrite` replaces it (a new run refuses a directory that holds one). `device` "auto" takes
     CUDA, then MPS, then the CPU. `tensorboard` is a folder for TensorBoard scalars.
+
+    `init_from` (a checkpoint file or folder) fine-tunes: a new run whose weights start as that
+    model's, its shape (cell, layers, hidden) taken from it, its vocabulary grown by the
+    corpus's characters, with config.FINETUNE_DEFAULTS where `options` name no other value.
 
     Quiet by default: `progress=True` (or `quiet=False`) shows progress on stderr. Returns a
     TrainResult. Raises ValueError for an unknown option or a value out of range,
@@ -359,5 +374,6 @@ def train(corpus: PathLike | Sequence[PathLike], checkpoint_dir: PathLike = DEFA
         train=train_config, explicit=frozenset(options), cache_dir=None if cache_dir is None else Path(cache_dir),
         resume=resume, overwrite=overwrite, encoding=encoding, device=device, precision=precision,
         quiet=not shown_progress, tensorboard=None if tensorboard is None else Path(tensorboard),
+        init_from=None if init_from is None else os.fspath(init_from),
     )
     return session.train(job)

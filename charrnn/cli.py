@@ -122,8 +122,11 @@ def config_options(command: Callable) -> Callable:
         callback = (_duration_callback if f.metadata["duration"]
                     else _escapes_callback if f.metadata["escapes"] else None)
         shown = repr(f.default) if isinstance(f.default, str) else f.default is not None
+        help_text = f.metadata["help"]
+        if f.name in config.FINETUNE_DEFAULTS:
+            shown = f"{f.default}; with --init-from: {config.FINETUNE_DEFAULTS[f.name]}"
         command = click.option(name, f.name, type=click_type(f), default=f.default, show_default=shown,
-                               help=f.metadata["help"] or None, callback=callback)(command)
+                               help=help_text or None, callback=callback)(command)
     return command
 
 
@@ -188,6 +191,10 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("--overwrite", is_flag=True,
               help="Start a new run in a checkpoint dir that holds one, replacing its latest.pt and best.pt.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
+@click.option("--init-from", type=click.Path(), metavar="CHECKPOINT",
+              help="Start a new run from a trained model's weights (a .pt file or its folder): fine-tuning. The "
+                   "network's shape comes from it, the vocabulary grows to fit CORPUS, and the defaults marked "
+                   "'with --init-from' apply.")
 @click.option("--tensorboard", type=click.Path(file_okay=False), metavar="DIR",
               help="Also log train and validation loss, learning rate and throughput to DIR as TensorBoard "
                    "scalars (needs the tensorboard package: pip install 'charrnn[tensorboard]').")
@@ -198,7 +205,8 @@ def corpus(name: str, output: str, max_bytes: int | None, url: str | None) -> No
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str, cache_dir: str | None,
-          resume: bool, overwrite: bool, encoding: str, device: str, precision: str, quiet: bool, **options) -> None:
+          resume: bool, overwrite: bool, encoding: str, init_from: str | None, device: str, precision: str,
+          quiet: bool, **options) -> None:
     """Train a model on CORPUS: text files, directories of them, or - (stdin, alone).
 
     Each file is one document: several are read in sorted path order, a directory's
@@ -221,6 +229,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
       charrnn train data/tinyshakespeare.txt --max-time 10m
       charrnn train notes/ extra.txt --checkpoint-dir runs/mix
       charrnn train data/tinyshakespeare.txt --resume
+      charrnn train poems.txt --init-from runs/base --checkpoint-dir runs/poems
     """
     from .api import train as train_model
 
@@ -232,7 +241,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
     explicit = {name: value for name, value in options.items() if ctx.get_parameter_source(name) in given}
     result = train_model(corpus_paths, checkpoint_dir, device=device, precision=precision, resume=resume,
                          overwrite=overwrite, encoding=encoding, cache_dir=cache_dir or None, tensorboard=tensorboard,
-                         quiet=quiet, **explicit)
+                         init_from=init_from, quiet=quiet, **explicit)
     ctx.exit(result.exit_code)
 
 
@@ -420,6 +429,41 @@ def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features,
         f"units, mean loss {summary['mean_loss']:.4f} nats/char, in {summary['seconds']:.1f} s", quiet)
 
 
+# ---- export -------------------------------------------------------------------------------
+@cli.command()
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_EXPORT_CHECKPOINT",
+              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+              type=click.Path(), help="Used when --checkpoint is not given.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The file to write: .html for the page, .onnx for the ONNX step.")
+@click.option("--title", help="The page's title. [default: charrnn: the checkpoint's folder]")
+@click.option("-q", "--quiet", is_flag=True, help="Do not report what was written.")
+def export(checkpoint_path, checkpoint_dir, output, title, quiet) -> None:
+    """Write a trained model for use outside charrnn, the format by OUTPUT's extension:
+
+    \b
+    .html  one self-contained page that writes, draws records and co-writes in any
+           browser, offline from disk; settings from the link, e.g.
+           model.html#prime=ROMEO:&temp=0&length=300&run
+    .onnx  the one-character step (ids and state in, logits and state out) for
+           onnxruntime and other runtimes (pip install 'charrnn[onnx]')
+
+    \b
+    Examples:
+      charrnn export -o model.html
+      charrnn export --checkpoint runs/names -o names.html --title "New names"
+      charrnn export -o model.onnx
+    """
+    from .api import load
+    from .progress import log
+
+    model = load(checkpoint_path or checkpoint_dir)
+    summary = model.export(output, title=title)
+    log(f"wrote {summary['output']}: {summary['bytes'] / 1e6:.2f} MB, {summary['format']} of a {summary['cell']} "
+        f"{summary['layers']}x{summary['hidden']} with {summary['vocab_size']} symbols", quiet)
+
+
 # ---- info ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False, type=click.Path())
@@ -445,6 +489,13 @@ def info(checkpoint_path, checkpoint_dir, as_json) -> None:
             summary["records"] = "no (a stream model)"
         else:
             summary["records"] = f"{summary['records']['count']:,} (separator {summary['records']['separator']!r})"
+        lineage = summary.pop("lineage")
+        if lineage is not None:
+            loss = lineage.get("best_val_loss")
+            summary["fine-tuned from"] = (f"{lineage.get('base_folder')}/{lineage.get('base')}, step "
+                                          f"{lineage.get('steps')}" + (f", val loss {loss:.4f}" if loss else "")
+                                          + f", corpus {lineage.get('corpus_source')} "
+                                          f"(sha256 {str(lineage.get('corpus_sha256'))[:12]}...)")
         for key, value in summary.items():
             click.echo(f"{key:<16} {value}")
 

@@ -232,7 +232,12 @@ class TrainJob:
     precision: str = "auto"
     quiet: bool = False
     tensorboard: Path | None = None  # --tensorboard: where the TensorBoard scalars go; None writes none
+    init_from: str | None = None  # --init-from: a base checkpoint whose weights the new run starts from
 
+
+# Where fine-tuning (--init-from) is better served by another default than training from
+# nothing, measured in docs/experiments.md ("Fine-tuning defaults"); shown in --help.
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2.5e-4, "eval_every": 50}
 
 # Options that define a run: on --resume they come from the checkpoint, and giving a
 # different value is an error rather than a silent mismatch.

@@ -3,19 +3,15 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from charrnn import __version__, checkpoint
 from charrnn.cli import cli, parse_duration
 from charrnn.native import recurrence as lstm_train
 
-from .conftest import TINY, torch_threads
+from .helpers import TINY, invoke, torch_threads
 
-COMMANDS = ["corpus", "train", "sample", "eval", "info"]
+COMMANDS = ["corpus", "train", "sample", "eval", "viz", "export", "info"]
 
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def test_version_and_help_with_examples():

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import Checkpoint
 from ..errors import CharrnnError
 
 FORMATS = {".html": "html", ".htm": "html", ".onnx": "onnx"}
 PAGE_OPTIONS = ("title",)
 
 
-def export(checkpoint_path: str | Path, output: str | Path, **options) -> dict:
-    """Writes the model at `checkpoint_path` (a .pt file or a checkpoint folder) to `output`.
+def export(source: str | Path | Checkpoint, output: str | Path, **options) -> dict:
+    """Writes the model at `source` (a .pt file, a checkpoint folder, or a checkpoint already
+    loaded) to `output`.
 
     The format is the output's extension: .html/.htm for the page, .onnx for the ONNX step.
     Options: `title` (the page's title; default "charrnn: <checkpoint folder>"), page only.
@@ -42,7 +44,7 @@ def export(checkpoint_path: str | Path, output: str | Path, **options) -> dict:
         raise TypeError(f"export to {kind} takes no option {', '.join(unknown)}")
     if output.is_dir():
         raise CharrnnError(f"cannot write {output}: it is a folder")
-    ckpt = checkpoint.load(checkpoint_path)
+    ckpt = source if isinstance(source, Checkpoint) else checkpoint.load(source)
     if kind == "onnx":
         from . import onnx
 

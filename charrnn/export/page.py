@@ -14,7 +14,6 @@ from __future__ import annotations
 import array
 import base64
 import gzip
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from .. import __version__
 from ..checkpoint import Checkpoint
 from ..errors import CharrnnError
+from ..pages import embedded_json, escape_html
 from .weights import named_parameters
 
 HERE = Path(__file__).resolve().parent
@@ -108,16 +108,10 @@ def render(ckpt: Checkpoint, title: str | None = None) -> tuple[bytes, dict]:
     """The page's bytes and what export() adds to its summary."""
     title = title or f"charrnn: {ckpt.path.parent.name or ckpt.path.name}"
     data = page_data(ckpt, title)
-    # Inside the JSON `<` only occurs in strings, where \u003c reads the same: no `</script>`
-    # or `<!--` from the vocabulary, the card or the title can end or bend the script.
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    payload = embedded_json(data)
     script = SCRIPT.read_text(encoding="utf-8")
     if "</script" in script.lower() or "<!--" in script:
         raise AssertionError("page.js must not hold </script or <!--: it is inlined into a <script>")
     head, tail = TEMPLATE.read_text(encoding="utf-8").split("__DATA__")
-    html = head.replace("__TITLE__", _escape_html(title)) + payload + tail.replace("__SCRIPT__", script)
+    html = head.replace("__TITLE__", escape_html(title)) + payload + tail.replace("__SCRIPT__", script)
     return html.encode("utf-8"), {"weights": "fp16", "kernel": "wasm-simd128 + js"}
-
-
-def _escape_html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")

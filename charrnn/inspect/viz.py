@@ -10,7 +10,6 @@ holds its script and styles inline: no network, no fonts, it opens from disk.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import time
@@ -26,11 +25,13 @@ from ..config import VIZ_MAX_CHARS, VIZ_OUTPUT
 from ..errors import CharrnnError
 from ..fileio import atomic_write_bytes, why_write_failed
 from ..generation.sampler import Sampler, SamplingOptions
+from ..pages import embedded_json, escape_html
 from ..progress import format_duration
 from ..runtime import threads_for_block
 from ..text.reading import decoding_codec, open_corpus
 from ..text.vocab import escape_chars, known_text
-from .trace import KINDS, STATE_KINDS, Trace, builtin_features, rank_units, regex_feature, trace
+from .features import builtin_features, rank_units, regex_feature
+from .trace import KINDS, STATE_KINDS, Trace, trace
 
 TEMPLATE = Path(__file__).with_name("viz_page.html")
 LEVELS = 63  # an odd count, so that 0 is one of them; one base64 character per activation
@@ -124,14 +125,10 @@ def page_data(result: Trace, card: dict, metrics: list[dict], features: list[Fea
 def render(data: dict, title: str = "charrnn viz") -> str:
     """The page: the template with the data inlined. Every `<` in the JSON (only ever inside its
     strings) is written \\u003c, so no `</script>` or `<!--` in the text can end or bend the script."""
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    payload = embedded_json(data)
     head, tail = TEMPLATE.read_text(encoding="utf-8").split("__DATA__")
-    title = _escape_html(title)
+    title = escape_html(title)
     return head.replace("__TITLE__", title) + payload + tail.replace("__TITLE__", title)
-
-
-def _escape_html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 # ---- the text -------------------------------------------------------------------------------

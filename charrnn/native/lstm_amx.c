@@ -1,6 +1,6 @@
 /* An LSTM layer's recurrence on AMX tiles, for training in bf16 on a CPU.
  *
- * charrnn/lstm_train.py calls this once per layer and direction for a whole window; see there
+ * charrnn/native/recurrence.py calls this once per layer and direction for a whole window; see there
  * for why. The hidden-to-hidden product of each time step (64 x 256 by 256 x 1024 for the
  * default model at batch 64) is too small for oneDNN to run well on AMX (see
  * docs/experiments.md, "The AMX recurrence"); here it is a handful of tile instructions per

@@ -1,6 +1,6 @@
 /* LSTM arithmetic for charrnn's sampler: one stream's whole step, and the gates of several.
  *
- * charrnn/native.py compiles this file on first use and calls it through ctypes; see that
+ * charrnn/native/build.py compiles this file on first use and calls it through ctypes; see that
  * module for why. The step does the same arithmetic as charrnn.step.LSTMStep, in one call:
  *
  *   gates = [input, own previous h] @ W + b     (layer 0: own h only, plus a table row)

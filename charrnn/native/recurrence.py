@@ -49,7 +49,7 @@ from . import abi
 from . import build as native
 from .layouts import training_columns
 
-State = tuple[torch.Tensor, torch.Tensor]
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [layers, batch, hidden]
 KERNEL_ENV = "CHARRNN_LSTM_KERNEL"  # auto, amx, avx512, fp32 or off; see the module docstring
 AUTO_TAKES_AVX512 = True  # whether `auto` takes lstm_vector.c's bf16 build where AMX cannot be had
 AUTO_TAKES_FP32 = True  # whether `auto` takes lstm_vector.c's fp32 build for fp32 steps
@@ -70,8 +70,8 @@ class Kernel:
         """Whether a batch of `rows` can run through it (rows of a tile; record batches vary)."""
         return rows % abi.BATCH_MULTIPLE == 0
 
-    def run(self, core: nn.LSTM, weights: dict[str, torch.Tensor], table: torch.Tensor, state: State | None,
-            p_dropout: float, training: bool, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
+    def run(self, core: nn.LSTM, weights: dict[str, torch.Tensor], table: torch.Tensor, state: LSTMState | None,
+            p_dropout: float, training: bool, ids: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
         """`stacked_lstm` through this kernel, the first layer looking its inputs up by id."""
         return stacked_lstm(self, core, weights, table, state, p_dropout, training, ids=ids)
 
@@ -117,8 +117,9 @@ def choose(cell: str, hidden: int, rows: int | None, device_type: str, dtype: to
     return kernel_for(abi.BATCH_MULTIPLE if rows is None else rows, hidden, device_type, dtype)
 
 
-def stacked_lstm(chosen: Kernel, core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor, state: State | None,
-                 p_dropout: float, training: bool, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+def stacked_lstm(chosen: Kernel, core: nn.LSTM, weights: dict[str, torch.Tensor], x: torch.Tensor,
+                 state: LSTMState | None, p_dropout: float, training: bool,
+                 ids: torch.Tensor | None = None) -> tuple[torch.Tensor, LSTMState]:
     """x [time, batch, inputs] -> output [time, batch, hidden] in the step's dtype (bf16 under
     bf16 autocast, else fp32) and the new (h, c), each [layers, batch, hidden] fp32. With ids
     [time, batch], x is instead the table the inputs are rows of ([vocab, inputs]: the

@@ -48,6 +48,10 @@ class Records:
         picked = range(len(self)) if indices is None else indices
         return [self.vocab.decode(self.record(i)) for i in picked]
 
+    def in_vocab(self, vocab: Vocabulary) -> Records:
+        """The same records in `vocab`'s ids (a vocabulary holding all of theirs, and a marker)."""
+        return Records(vocab.encode(self.vocab.chars)[self.ids], self.offsets, vocab)
+
     def subset(self, indices: torch.Tensor) -> Records:
         offsets = offsets_of(self.lengths[indices])
         parts = [self.record(int(i)) for i in indices]

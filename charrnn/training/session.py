@@ -21,11 +21,12 @@ from ..runtime import pick_device, pick_precision, precision_label, seed_everyth
 from ..text import cache
 from ..text.records import records_of_corpus
 from ..text.vocab import Vocabulary, escape_chars
-from . import distributed
+from . import distributed, finetune
 from .batching import TrainingData
 from .record_batches import RecordData
+from .signals import stop_on_signals
 from .streams import StreamData, split_for_training
-from .trainer import Trainer, stop_on_signals
+from .trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -115,17 +116,21 @@ def _in_vocab(corpus: cache.EncodedCorpus, vocab: Vocabulary) -> cache.EncodedCo
 
 
 def _training_data(job: TrainJob, config: TrainConfig, corpus: cache.EncodedCorpus, world: distributed.World,
-                   resumed: Vocabulary | None) -> tuple[TrainingData, Vocabulary]:
-    """What the run reads, and the vocabulary its model has: the corpus's own, or a resumed
-    model's (`resumed`)."""
+                   resumed: Vocabulary | None, grown_from: Vocabulary | None = None) -> tuple[TrainingData, Vocabulary]:
+    """What the run reads, and the vocabulary its model has: the corpus's own, a resumed model's
+    (`resumed`), or a base's grown by the corpus's characters (`grown_from`, fine-tuning)."""
     if config.records:
         if world.distributed:
             raise CharrnnError("--records trains in one process; start it without torchrun")
         name = "<stdin>" if job.corpus == ("-",) else ", ".join(job.corpus)
         records = records_of_corpus(corpus, config.record_sep, name, keep_chars=resumed)
+        if grown_from is not None:
+            records = records.in_vocab(finetune.grown_vocabulary(grown_from, records.vocab.chars, records=True))
         data = RecordData(records, config.val_frac, config.batch_size * config.seq_len, config.seed,
                           config.record_sep)
         return data, records.vocab
+    if grown_from is not None:
+        resumed = finetune.grown_vocabulary(grown_from, corpus.vocab.chars, records=False)
     if resumed is not None:
         corpus = _in_vocab(corpus, resumed)
     train_tokens, val_tokens = split_for_training(corpus.tokens, config.val_frac, config.eval_chars,
@@ -139,6 +144,7 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device,
            precision: torch.dtype | None) -> TrainResult:
     quiet = job.quiet or not world.is_main
     held = _held_checkpoints(job)
+    base = finetune.load_base(job) if job.init_from is not None else None
     ckpt = _load_resumed(job) if job.resume else None
     corpus = _prepare_corpus(job, world, quiet)
     if ckpt is not None:
@@ -148,14 +154,22 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device,
         data, vocab = _training_data(job, config, corpus, world, resumed=ckpt.vocab)
         if world.is_main:
             _warn_if_another_corpus(ckpt, corpus)
+    elif base is not None:
+        data, vocab = _training_data(job, job.train, corpus, world, resumed=None, grown_from=base.vocab)
+        model_config, config = finetune.run_configs(job, base, len(vocab))
     else:
         data, vocab = _training_data(job, job.train, corpus, world, resumed=None)
         model_config, config = new_run_configs(job, len(vocab))
     seed_everything(config.seed)
-    model = ckpt.move_model_to("cpu") if ckpt is not None else CharRNN(model_config)
+    if ckpt is not None:
+        model = ckpt.move_model_to("cpu")
+    elif base is not None:
+        model = finetune.grown_model(base, vocab, model_config)
+    else:
+        model = CharRNN(model_config)
     source = {"sha256": corpus.sha256, "length": len(corpus), "source": ", ".join(job.corpus)}
     trainer = Trainer(model, vocab, data, config, device, job.checkpoint_dir, source, resume=ckpt, world=world,
-                      precision=precision)
+                      precision=precision, lineage=finetune.lineage(base) if base is not None else None)
     if world.is_main:
         for path in held:  # --overwrite, once the new run has passed its checks
             path.unlink(missing_ok=True)
@@ -167,7 +181,9 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device,
     log(f"training {model_config.cell} {model_config.layers}x{model_config.hidden} "
         f"({model.num_parameters():,} parameters) on {what}, {len(vocab.chars)} symbols, "
         f"device {device.type}{ranks}, {precision_label(precision)}{recurrence}"
-        + (f", resuming at step {trainer.step}" if ckpt else ""), quiet)
+        + (f", resuming at step {trainer.step}" if ckpt else "")
+        + (f", from {base.path} ({len(base.vocab.chars)} symbols, step {trainer.lineage['steps']})" if base else ""),
+        quiet)
     log(f"tokens {'from the cache' if corpus.reused else 'cached'}: {corpus.path}", quiet)
     code = _run(trainer, job.checkpoint_dir, quiet, world.is_main, job.tensorboard)
     if trainer.saved is None:  # stopped before its first save

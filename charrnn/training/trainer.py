@@ -7,7 +7,6 @@ here calls them in order: a step, a report, a validation, a save.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -106,6 +105,7 @@ class Trainer:
         resume: checkpoint.Checkpoint | None = None,
         world: World | None = None,
         precision: torch.dtype | None = None,
+        lineage: dict | None = None,
     ):
         self.config = config
         self.device = device
@@ -127,6 +127,9 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.options = run_options(model.config, config)
         self.corpus = corpus
+        # A fine-tuned run's base (finetune.lineage), kept in every checkpoint; a resumed run's
+        # comes from its checkpoint.
+        self.lineage = lineage if resume is None else resume.field("lineage", dict)
         self.progress: TrainingProgress | None = None  # set by run()
         self.data = data
         self.batcher = data.batcher
@@ -203,7 +206,8 @@ class Trainer:
             rng=rng_state(), optimizer=self.optimizer.state_dict(),
         )
         return {**checkpoint.training_payload(self.output_model, self.vocab, other, state, self.options, self.corpus,
-                                              precision_label(self.precision)), **self.data.checkpoint_fields()}
+                                              precision_label(self.precision)), **self.data.checkpoint_fields(),
+                **({"lineage": self.lineage} if self.lineage is not None else {})}
 
     def _carried_state(self) -> list[torch.Tensor] | None:
         """The state the next step starts from, every rank's rows; None when none carries."""
@@ -387,25 +391,3 @@ class Trainer:
             "time": format_duration(self.elapsed),
         }, force_line=force_line, fraction=self.progress_fraction())
 
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGINT and SIGTERM finish the current step, save, and stop; a second one aborts.
-
-    Checkpoint writes are atomic, so even the abort leaves the last checkpoint whole.
-    """
-    previous = {}
-
-    def handler(signum, frame):
-        if trainer.stop_signal is not None:
-            raise KeyboardInterrupt
-        trainer.request_stop(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

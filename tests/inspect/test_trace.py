@@ -10,7 +10,8 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.inspect.trace import BUILTIN_FEATURES, builtin_features, rank_units, regex_feature, trace
+from charrnn.inspect.features import BUILTIN_FEATURES, builtin_features, rank_units, regex_feature
+from charrnn.inspect.trace import trace
 from charrnn.model import CharRNN
 from charrnn.text.vocab import Vocabulary
 
@@ -164,3 +165,11 @@ def test_the_python_api_traces(trained_dir):
     assert result.mean_loss == pytest.approx(scored["loss"], rel=1e-5)
     ids, probs = result.top(5)
     assert ids.shape == (24, 5) and set(result.layers[0]) == {"c", "h", "i", "f", "g", "o"}
+
+
+def test_charrnn_trace_is_the_public_name_the_api_docs_give():
+    import charrnn.trace
+    from charrnn.inspect import features, trace
+
+    for name in charrnn.trace.__all__:
+        assert getattr(charrnn.trace, name) is getattr(trace, name, getattr(features, name, None))
