@@ -46,10 +46,13 @@ def train(corpus: Path, out: Path, minutes: float, *extra: str) -> dict:
             "own_val_loss": stored["best_val_loss"]}
 
 
-def scored(checkpoint_dir: Path, text: Path) -> float:
-    """The loss of `text` under the run's best.pt (`charrnn eval`, the defaults)."""
-    figures = json.loads(charrnn("eval", str(text), "--checkpoint", str(checkpoint_dir / "best.pt"), "--json").stdout)
-    return figures["loss"]
+def scored(checkpoint_dir: Path, text: Path) -> tuple[float, int]:
+    """The loss of `text` under the run's best.pt (`charrnn eval`, the defaults), and how many of
+    its characters the model has never seen: a model trained from nothing on the first 20,000
+    characters lacks K, Q and Z, which it cannot score, so those are skipped (and counted)."""
+    figures = json.loads(charrnn("eval", str(text), "--checkpoint", str(checkpoint_dir / "best.pt"), "--json",
+                                 "--skip-unknown").stdout)
+    return figures["loss"], figures["skipped"]
 
 
 def base_run(folder: Path, given: str | None) -> tuple[Path, dict]:
@@ -62,7 +65,7 @@ def base_run(folder: Path, given: str | None) -> tuple[Path, dict]:
     return out, train(WARPEACE, out, BASE_MINUTES)
 
 
-def corpus_rows(folder: Path, base: Path, sizes: list[int], minutes: list[float], equal_compute: bool,
+def corpus_rows(folder: Path, base: Path, sizes: list[int], minutes: list[float], equal_compute: list[int],
                 from_nothing: bool, extra: list[str]) -> list[dict]:
     text = SHAKESPEARE.read_text(encoding="utf-8")
     val = folder / "val.txt"
@@ -76,12 +79,12 @@ def corpus_rows(folder: Path, base: Path, sizes: list[int], minutes: list[float]
             runs = {"fine_tuned": (budget, ["--init-from", str(base), *extra])}
             if from_nothing:
                 runs["from_nothing"] = (budget, [])
-            if from_nothing and equal_compute:
+            if from_nothing and size in equal_compute:
                 runs["from_nothing_equal_compute"] = (BASE_MINUTES + budget, [])
             for name, (length, options) in runs.items():
                 out = folder / f"{size}-{budget:g}-{name}"
                 facts = train(small, out, length, *options)
-                row[name] = scored(out, val)
+                row[name], row[f"{name}_skipped"] = scored(out, val)
                 row[f"{name}_steps"] = facts["steps"]
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -97,9 +100,9 @@ def names_rows(folder: Path, base: Path, minutes: list[float], extra: list[str])
     for budget in minutes:
         out = folder / f"names-{budget:g}"
         facts = train(names, out, budget, "--records", "--init-from", str(base), *extra)
-        loss = scored(out, test)
+        loss, skipped = scored(out, test)
         rows.append({"corpus": "names.txt (makemore's split), as records", "minutes": budget, "fine_tuned": loss,
-                     "fine_tuned_steps": facts["steps"]})
+                     "fine_tuned_skipped": skipped, "fine_tuned_steps": facts["steps"]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -109,7 +112,8 @@ def main() -> None:
     parser.add_argument("--base", help="a base checkpoint dir trained as above (default: train it, 10 minutes)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000], help="small corpora, in chars")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 3], help="fine-tuning budgets")
-    parser.add_argument("--no-equal-compute", action="store_true", help="skip the from-nothing runs of 10 + T min")
+    parser.add_argument("--equal-compute-sizes", type=int, nargs="*", help="the sizes that also get from-nothing "
+                        "runs of 10 + T minutes (default: every size)")
     parser.add_argument("--no-names", action="store_true", help="skip the names.txt row")
     parser.add_argument("--only-fine-tuned", action="store_true", help="no from-nothing runs (trials of options)")
     parser.add_argument("train_args", nargs="*", help="more `charrnn train` options for the fine-tuning runs, after --")
@@ -122,8 +126,8 @@ def main() -> None:
         folder = Path(scratch)
         base, base_facts = base_run(folder, args.base)
         print(json.dumps({"base": base_facts}), flush=True)
-        rows = corpus_rows(folder, base, args.sizes, args.minutes, not args.no_equal_compute,
-                           not args.only_fine_tuned, args.train_args)
+        equal = args.sizes if args.equal_compute_sizes is None else args.equal_compute_sizes
+        rows = corpus_rows(folder, base, args.sizes, args.minutes, equal, not args.only_fine_tuned, args.train_args)
         if not args.no_names:
             rows += names_rows(folder, base, args.minutes, args.train_args)
     print_table(rows, ["corpus", "minutes", "fine_tuned", "from_nothing", "from_nothing_equal_compute"])

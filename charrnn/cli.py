@@ -5,6 +5,7 @@ so --help and --version stay fast."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -99,6 +100,25 @@ threads_option = click.option(
     "--threads", type=click.IntRange(min=1), callback=_threads_callback, expose_value=False,
     help="CPU threads for the matrix products and kernels. [default: one per core] On cores other programs "
          "keep busy, fewer can be several times faster (README, 'Sharing the CPU').")
+
+def model_checkpoint(command: str) -> Callable[[Callable], Callable]:
+    """--checkpoint FILE|DIR and --checkpoint-dir, the pair of every command that reads a trained
+    model; the command gets one `checkpoint`: the one given, else the checkpoint dir."""
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def command_with_checkpoint(*args, checkpoint_path: str | None, checkpoint_dir: str, **kwargs):
+            return function(*args, checkpoint=checkpoint_path or checkpoint_dir, **kwargs)
+
+        command_with_checkpoint = click.option(
+            "--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
+            type=click.Path(), help="Used when --checkpoint is not given.")(command_with_checkpoint)
+        return click.option(
+            "--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+            envvar=f"CHARRNN_{command.upper()}_CHECKPOINT",
+            help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]",
+        )(command_with_checkpoint)
+    return decorate
+
 
 def click_type(f: Field) -> click.ParamType | None:
     """The click type of a config field, from its bounds or choices."""
@@ -247,11 +267,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
 
 # ---- sample -------------------------------------------------------------------------------
 @cli.command()
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_SAMPLE_CHECKPOINT",
-              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
-              type=click.Path(),
-              help="Used when --checkpoint is not given.")
+@model_checkpoint("sample")
 @click.option("--temp", "--temperature", "temperature", type=FiniteFloatRange(min=0),
               default=config.SAMPLE_TEMPERATURE, show_default=True,
               envvar="CHARRNN_SAMPLE_TEMP",
@@ -278,7 +294,7 @@ def train(ctx: click.Context, corpus_paths: tuple[str, ...], checkpoint_dir: str
 @click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_SAMPLE_JSON",
               help="Print one JSON list of the samples.")
 @threads_option
-def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, prime, prime_file, no_echo_prime,
+def sample(checkpoint, temperature, top_k, top_p, length, prime, prime_file, no_echo_prime,
            seed, num_samples, stop, separator, novel, unique, beam, as_json) -> None:
     """Generate text from a trained model, streamed to stdout.
 
@@ -306,7 +322,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
         raise click.BadParameter("must not be empty", param_hint="--prime")
     from .api import load
 
-    model = load(checkpoint_path or checkpoint_dir)
+    model = load(checkpoint)
     if as_json and beam is None and model.record_separator is None:
         raise CharrnnError("--json is for --beam and for record models; stream samples are plain text")
     sampling = dict(temperature=temperature, echo_prime=not no_echo_prime)
@@ -329,10 +345,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 # ---- eval ---------------------------------------------------------------------------------
 @cli.command(name="eval")
 @click.argument("text_path", metavar="FILE", type=click.Path(allow_dash=True))
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_EVAL_CHECKPOINT",
-              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
-              type=click.Path())
+@model_checkpoint("eval")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("--streams", type=click.IntRange(min=1), default=config.EVAL_STREAMS, show_default=True,
@@ -342,7 +355,7 @@ def sample(checkpoint_path, checkpoint_dir, temperature, top_k, top_p, length, p
 @threads_option
 @click.option("--json", "as_json", is_flag=True, envvar="CHARRNN_EVAL_JSON", help="Print one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unknown, streams, device, precision,
+def eval_command(text_path, checkpoint, encoding, skip_unknown, streams, device, precision,
                  as_json, quiet) -> None:
     """Loss of FILE (or - for stdin) under a trained model: nats/char, bits/char, perplexity.
 
@@ -353,7 +366,7 @@ def eval_command(text_path, checkpoint_path, checkpoint_dir, encoding, skip_unkn
     """
     from .api import load
 
-    model = load(checkpoint_path or checkpoint_dir, device)
+    model = load(checkpoint, device)
     result = model.score(path=text_path, encoding=encoding, skip_unknown=skip_unknown, streams=streams,
                          precision=precision, progress=not quiet)
     with writing_product():
@@ -381,10 +394,7 @@ def _feature_callback(ctx, param, values):
 
 @cli.command()
 @click.argument("text_path", metavar="[FILE|-]", required=False, type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_VIZ_CHECKPOINT",
-              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
-              type=click.Path(), help="Used when --checkpoint is not given.")
+@model_checkpoint("viz")
 @click.option("-o", "--output", default=config.VIZ_OUTPUT, show_default=True,
               type=click.Path(dir_okay=False, allow_dash=True),
               help="The page to write; '-' is stdout.")
@@ -401,7 +411,7 @@ def _feature_callback(ctx, param, values):
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of failing.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report the page's size and build time.")
-def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features, gates, seed, temperature, encoding,
+def viz(text_path, checkpoint, output, max_chars, features, gates, seed, temperature, encoding,
         skip_unknown, quiet) -> None:
     """Write one self-contained HTML page of what the model makes of FILE
     (or - for stdin; without FILE, a seeded sample the model writes itself):
@@ -419,7 +429,7 @@ def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features,
     from .api import load
     from .progress import log
 
-    model = load(checkpoint_path or checkpoint_dir)
+    model = load(checkpoint)
     with writing_product():  # -o -: a reader may stop early
         summary = model.viz(sys.stdout if output == "-" else output, text_path, max_chars=max_chars,
                             features=features, gates=gates, seed=seed, temperature=temperature, encoding=encoding,
@@ -431,15 +441,12 @@ def viz(text_path, checkpoint_path, checkpoint_dir, output, max_chars, features,
 
 # ---- export -------------------------------------------------------------------------------
 @cli.command()
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(), default=None, envvar="CHARRNN_EXPORT_CHECKPOINT",
-              help="A checkpoint file, or a directory (best.pt, else latest.pt). [default: the checkpoint dir]")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, envvar=CHECKPOINT_DIR_ENV, show_default=True,
-              type=click.Path(), help="Used when --checkpoint is not given.")
+@model_checkpoint("export")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The file to write: .html for the page, .onnx for the ONNX step.")
 @click.option("--title", help="The page's title. [default: charrnn: the checkpoint's folder]")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report what was written.")
-def export(checkpoint_path, checkpoint_dir, output, title, quiet) -> None:
+def export(checkpoint, output, title, quiet) -> None:
     """Write a trained model for use outside charrnn, the format by OUTPUT's extension:
 
     \b
@@ -458,7 +465,7 @@ def export(checkpoint_path, checkpoint_dir, output, title, quiet) -> None:
     from .api import load
     from .progress import log
 
-    model = load(checkpoint_path or checkpoint_dir)
+    model = load(checkpoint)
     summary = model.export(output, title=title)
     log(f"wrote {summary['output']}: {summary['bytes'] / 1e6:.2f} MB, {summary['format']} of a {summary['cell']} "
         f"{summary['layers']}x{summary['hidden']} with {summary['vocab_size']} symbols", quiet)

@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,5 +101,6 @@ def test_the_committed_kernel_is_built_from_its_source():
     except RuntimeError as e:
         pytest.skip(f"clang cannot build wasm32 here: {e}")
     assert fresh == wasm_build.BINARY.read_bytes(), "step.wasm is stale: run python charrnn/export/wasm/build.py"
-    check = subprocess.run(["python", str(wasm_build.HERE / "build.py"), "--check"], capture_output=True, text=True)
+    check = subprocess.run([sys.executable, str(wasm_build.HERE / "build.py"), "--check"], capture_output=True,
+                           text=True)
     assert check.returncode == 0 and "matches" in check.stdout

@@ -1,13 +1,13 @@
 """The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
 
-import configparser
 import ctypes
-import fnmatch
+import importlib.util
 import math
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -254,14 +254,28 @@ def test_the_step_builds_wherever_a_c_compiler_with_openmp_works(fresh_library, 
         assert native.fp32_library() is not None
 
 
-def test_every_c_file_native_builds_is_installed_with_the_package():
-    """setup.cfg's package_data ships the sources and headers native.py compiles: a file left
-    out would not fail anywhere, it would leave installed copies on the slow paths."""
-    parser = configparser.ConfigParser()
-    parser.read(Path(native.__file__).parents[2] / "setup.cfg")
-    patterns = [p.strip() for p in parser["options.package_data"]["charrnn.native"].split(",")]
-    for path in (native.SOURCE, native.AMX_SOURCE, native.VECTOR_SOURCE, *native.HEADERS):
-        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
+def test_every_file_the_package_reads_is_in_its_wheel(tmp_path):
+    """A wheel built from the sources (not an editable install, which reads the checkout) holds
+    the C sources and headers native/build.py compiles, viz's page template and export's page,
+    script and WebAssembly: a file left out would not fail anywhere, it would leave installed
+    copies on the slow paths or without a command."""
+    if importlib.util.find_spec("setuptools.command.bdist_wheel") is None and importlib.util.find_spec("wheel") is None:
+        pytest.skip("this setuptools builds no wheels offline (setuptools >= 70.1, or the wheel package, does)")
+    root = Path(native.__file__).parents[2]
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "charrnn", tmp_path / "charrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("charrnn-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package = root / "charrnn"
+    needed = [native.SOURCE, native.AMX_SOURCE, native.VECTOR_SOURCE, *native.HEADERS,
+              package / "inspect" / "viz_page.html", *(package / "export").glob("page.*"),
+              package / "export" / "wasm" / "step.wasm", package / "export" / "wasm" / "step.c"]
+    for path in needed:
+        assert path.relative_to(root).as_posix() in names, path
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
