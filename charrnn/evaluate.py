@@ -16,8 +16,7 @@ from .runtime import autocast
 from .text.records import PAD_TARGET, Records, make_batch, plan_batches
 from .text.token_files import as_ids
 
-DEFAULT_STREAMS = EVAL_STREAMS  # and the burn-in that warms each: see config.EVAL_STREAMS
-DEFAULT_BURN_IN = 256
+DEFAULT_BURN_IN = 256  # the context that warms each stream: see config.EVAL_STREAMS
 
 
 @dataclass
@@ -61,7 +60,7 @@ def evaluate(
     model: CharRNN,
     tokens: torch.Tensor,
     device: torch.device,
-    streams: int = DEFAULT_STREAMS,
+    streams: int = EVAL_STREAMS,
     burn_in: int = DEFAULT_BURN_IN,
     chunk: int = 512,
     on_progress: Callable[[int], None] | None = None,

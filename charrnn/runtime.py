@@ -88,12 +88,12 @@ def cpu_multiplies_bf16() -> bool:
 
 
 def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU has AMX-BF16 tiles, which charrnn/lstm_amx.c needs."""
+    """Whether this CPU has AMX-BF16 tiles, which charrnn/native/lstm_amx.c needs."""
     return cpu_has("amx_bf16")
 
 
 def cpu_has_avx2_fma() -> bool:
-    """Whether this CPU has AVX2 and FMA, which charrnn/lstm_vector.c's fp32 build needs."""
+    """Whether this CPU has AVX2 and FMA, which charrnn/native/lstm_vector.c's fp32 build needs."""
     return cpu_has("avx2") and cpu_has("fma3")
 
 

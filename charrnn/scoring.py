@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import Checkpoint
+from .config import EVAL_STREAMS
 from .errors import CharrnnError
-from .evaluate import DEFAULT_STREAMS, EvalResult, evaluate, evaluate_records
+from .evaluate import EvalResult, evaluate, evaluate_records
 from .model import CharRNN
 from .progress import count_bar
 from .runtime import pick_precision, precision_label
@@ -26,7 +27,7 @@ class EvalJob:
     text: str  # a path, or "-" for stdin
     encoding: str = "utf-8"
     skip_unknown: bool = False
-    streams: int = DEFAULT_STREAMS
+    streams: int = EVAL_STREAMS
     precision: str = "auto"
     quiet: bool = False
     name: str | None = None  # what messages call the text; default its path ("<stdin>" for "-")

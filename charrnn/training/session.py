@@ -6,7 +6,7 @@ come here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -155,8 +155,10 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device,
         if world.is_main:
             _warn_if_another_corpus(ckpt, corpus)
     elif base is not None:
-        data, vocab = _training_data(job, job.train, corpus, world, resumed=None, grown_from=base.vocab)
-        model_config, config = finetune.run_configs(job, base, len(vocab))
+        # The run's own options (the fine-tuning defaults among them) decide how the data is read.
+        model_config, config = finetune.run_configs(job, base, vocab_size=0)
+        data, vocab = _training_data(job, config, corpus, world, resumed=None, grown_from=base.vocab)
+        model_config = replace(model_config, vocab_size=len(vocab))
     else:
         data, vocab = _training_data(job, job.train, corpus, world, resumed=None)
         model_config, config = new_run_configs(job, len(vocab))

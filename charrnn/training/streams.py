@@ -23,8 +23,9 @@ import random
 
 import torch
 
+from ..config import EVAL_STREAMS
 from ..errors import CharrnnError
-from ..evaluate import DEFAULT_STREAMS, evaluate
+from ..evaluate import evaluate
 from ..model import CharRNN
 from ..text.token_files import as_ids
 from .batching import Position
@@ -164,7 +165,7 @@ class StreamData:
     def validation_loss(self, model: CharRNN, device: torch.device, world: World,
                         precision: torch.dtype | None) -> float:
         """The validation text's loss, its streams sharded across ranks and summed."""
-        streams = max(DEFAULT_STREAMS, world.size)
+        streams = max(EVAL_STREAMS, world.size)
         return evaluate(model, self.val_tokens, device, streams=streams, shard=(world.rank, world.size),
                         reduce=world.sum, precision=precision).loss
 

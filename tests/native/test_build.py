@@ -1,4 +1,4 @@
-"""The C step of one LSTM sampling stream (charrnn/lstm_step.c), its build and its fallback."""
+"""The C step of one LSTM sampling stream (charrnn/native/lstm_step.c), its build and its fallback."""
 
 import ctypes
 import importlib.util
@@ -24,7 +24,7 @@ from charrnn.text.vocab import Vocabulary
 
 from ..helpers import assert_step_matches_fused, clear_libraries
 
-NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/lstm_step.c"
+NO_LIBRARY = "no C compiler with OpenMP here to build charrnn/native/lstm_step.c"
 
 
 @pytest.fixture
@@ -369,7 +369,7 @@ def test_a_training_library_that_disagrees_with_lstm_train_is_not_used(rebound, 
     source = {"amx": "lstm_amx.c", "avx512": "lstm_vector.c", "fp32": "lstm_vector.c"}[kind]
     precision = "fp32" if kind == "fp32" else "bf16"
     if load() is None:
-        pytest.skip(f"needs a CPU and a C compiler that build charrnn/{source} for {precision} training")
+        pytest.skip(f"needs a CPU and a C compiler that build charrnn/native/{source} for {precision} training")
     clear_libraries()
     monkeypatch.setattr(abi, "HIDDEN_MULTIPLE", 64)
     monkeypatch.setenv(native.ENABLE_ENV, "verbose")

@@ -1,5 +1,5 @@
-"""The CPU training fast paths: the recurrence kernels (charrnn/lstm_amx.c on AMX tiles,
-charrnn/lstm_vector.c on AVX512-BF16 dot products and, built for fp32, on AVX2 or AVX-512
+"""The CPU training fast paths: the recurrence kernels (charrnn/native/lstm_amx.c on AMX tiles,
+charrnn/native/lstm_vector.c on AVX512-BF16 dot products and, built for fp32, on AVX2 or AVX-512
 multiply-adds, through lstm_train.py) against nn.LSTM, and the cheap dropout mask
 (charrnn/training/dropout.py). Each kernel test runs once per kernel, forced with CHARRNN_LSTM_KERNEL, in
 that kernel's precision, and skips where that kernel's library cannot be had."""
@@ -19,9 +19,9 @@ from charrnn.training.dropout import dropout, keep_mask
 
 from ..helpers import torch_threads
 
-NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/lstm_amx.c",
-              "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/lstm_vector.c",
-              "fp32": "needs a CPU with AVX2 and FMA and a C compiler that builds charrnn/lstm_vector.c"}
+NO_LIBRARY = {"amx": "needs a CPU with AMX-BF16 and a C compiler to build charrnn/native/lstm_amx.c",
+              "avx512": "needs a CPU with AVX512-BF16 and a C compiler that builds charrnn/native/lstm_vector.c",
+              "fp32": "needs a CPU with AVX2 and FMA and a C compiler that builds charrnn/native/lstm_vector.c"}
 LIBRARY = {"amx": native.amx_library, "avx512": native.avx512_library, "fp32": native.fp32_library}
 SOURCE = {"amx": "lstm_amx.c", "avx512": "lstm_vector.c (bf16)", "fp32": "lstm_vector.c (fp32)"}
 
