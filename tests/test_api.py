@@ -20,7 +20,8 @@ import torch
 
 import charrnn
 from charrnn import checkpoint, config
-from charrnn.cli import cli, parse_duration
+from charrnn.cli import cli
+from charrnn.cli_options import parse_duration
 from charrnn.errors import CharrnnError, CheckpointError
 from charrnn.generation.jobs import SampleJob
 from charrnn.scoring import EvalJob

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from charrnn import __version__, checkpoint
-from charrnn.cli import cli, parse_duration
+from charrnn.cli import cli
+from charrnn.cli_options import parse_duration
 from charrnn.native import recurrence as lstm_train
 
 from .helpers import TINY, invoke, torch_threads
