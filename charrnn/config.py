@@ -237,7 +237,7 @@ class TrainJob:
 
 # Where fine-tuning (--init-from) is better served by another default than training from
 # nothing, measured in docs/experiments.md ("Fine-tuning defaults"); shown in --help.
-FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2.5e-4, "eval_every": 50}
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2.5e-4, "eval_every": 50, "dropout": 0.3}
 
 # Options that define a run: on --resume they come from the checkpoint, and giving a
 # different value is an error rather than a silent mismatch.

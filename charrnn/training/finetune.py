@@ -12,7 +12,7 @@ in a stream of lines a record starts after a newline and ends with one.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -58,7 +58,10 @@ def run_configs(job: TrainJob, base: checkpoint.Checkpoint, vocab_size: int) -> 
     gave none the fine-tuning defaults (config.FINETUNE_DEFAULTS), and the default epoch budget."""
     shape = {name: getattr(base.model_config, name) for name in SHAPE}
     defaults = {name: value for name, value in FINETUNE_DEFAULTS.items() if name not in job.explicit}
-    job = replace(job, model=replace(job.model, **shape), train=replace(job.train, **defaults))
+    model_fields = {f.name for f in fields(ModelConfig)}
+    model = replace(job.model, **shape, **{k: v for k, v in defaults.items() if k in model_fields})
+    train = replace(job.train, **{k: v for k, v in defaults.items() if k not in model_fields})
+    job = replace(job, model=model, train=train)
     return new_run_configs(job, vocab_size)
 
 

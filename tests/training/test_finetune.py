@@ -88,7 +88,8 @@ def test_a_fine_tune_writes_a_new_run_with_its_lineage_and_leaves_the_base_alone
     assert "lstm 2x32" in first and f"from {base_dir / 'best.pt'}" in first
     ckpt = checkpoint.load(out / "latest.pt")
     assert ckpt.field("step", int) == 20 and set(NEW_TEXT) <= set(ckpt.vocab.chars)
-    assert ckpt.field("train_args", dict)["lr"] == FINETUNE_DEFAULTS["lr"]  # the fine-tuning default
+    assert ckpt.field("train_args", dict)["lr"] == FINETUNE_DEFAULTS["lr"]  # the fine-tuning defaults
+    assert ckpt.model_config.dropout == FINETUNE_DEFAULTS["dropout"]
     base = checkpoint.load(base_dir)
     lineage = ckpt.field("lineage", dict)
     assert lineage["base"] == "best.pt" and lineage["steps"] == base.field("step", int)
@@ -102,6 +103,7 @@ def test_a_fine_tune_writes_a_new_run_with_its_lineage_and_leaves_the_base_alone
     again = checkpoint.load(out / "latest.pt")
     assert again.field("step", int) == 30 and again.field("lineage", dict) == lineage
     assert again.field("train_args", dict)["lr"] == FINETUNE_DEFAULTS["lr"]
+    assert again.model_config.dropout == FINETUNE_DEFAULTS["dropout"]
 
 
 def test_a_stream_base_becomes_a_record_model(base_dir, tmp_path):
