@@ -1,0 +1,92 @@
+"""The exported page in Firefox, the second engine it must work in from disk: the same
+probabilities and greedy text as PyTorch's, through WebAssembly SIMD and through the plain
+JavaScript path, and co-writing with real keys. Headless Firefox is driven over WebDriver BiDi
+(tests/firefox.py); skipped, with the reason, where Firefox is absent. Chromium runs the whole
+set (test_page_browser.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import torch
+
+import charrnn
+from charrnn import checkpoint
+from charrnn.export import export
+
+from ..browser import wait_for
+from ..firefox import TAB, Firefox, needs_firefox
+from .models import make_checkpoint, rounded_checkpoint
+
+pytestmark = needs_firefox
+
+PRIME = "ROMEO: But soft, what light"
+
+
+@pytest.fixture(scope="module")
+def firefox(tmp_path_factory):
+    browser = Firefox(tmp_path_factory.mktemp("firefox-profile"))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_page(firefox):
+    """Every test ends with no console error and no request but the page's own file (and the
+    data: URLs Firefox's own fonts come from: neither leaves the machine)."""
+    firefox.events.clear()
+    yield
+    assert firefox.errors() == []
+    assert all(url.startswith(("file://", "data:")) for url in firefox.requests()), firefox.requests()
+
+
+def open_page(firefox: Firefox, page: Path, fragment: str = "") -> None:
+    """Loads the page afresh (through about:blank, so that a new fragment makes a new document)
+    and waits until its model is loaded."""
+    firefox.open("about:blank")
+    firefox.open(page.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
+    wait_for(firefox, "document.body && document.body.dataset.ready === '1'")
+
+
+def page_for(folder: Path, ck: Path) -> tuple[Path, Path]:
+    """The exported page and the checkpoint of the weights it holds (rounded to fp16)."""
+    export(ck, folder / "model.html")
+    return folder / "model.html", rounded_checkpoint(ck, folder / "rounded.pt")
+
+
+@pytest.mark.parametrize("case", ["lstm-wasm", "lstm-js", "gru"])
+def test_probabilities_and_greedy_text_equal_charrnn_in_firefox(firefox, tmp_path, case):
+    cell = case.split("-")[0]
+    ck = make_checkpoint(tmp_path / "m.pt", cell=cell, layers=2, hidden=24 if cell == "lstm" else 22)
+    page, rounded = page_for(tmp_path, ck)
+    engine = "engine=js&" if case.endswith("-js") else ""
+    open_page(firefox, page, f"{engine}prime={quote(PRIME)}&temp=0&length=300&run")
+    wait_for(firefox, "document.body.dataset.done")
+    assert firefox.js("document.body.dataset.engine") == ("JavaScript" if engine else "WebAssembly SIMD")
+
+    ckpt = checkpoint.load(rounded)
+    got = torch.tensor(firefox.js(f"charrnnPage.distributions({json.dumps(PRIME)})"), dtype=torch.float64)
+    with torch.no_grad():
+        logits, _ = ckpt.model.eval()(ckpt.vocab.encode(PRIME)[None])
+    want = logits[0].double().softmax(-1)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-4
+    text = firefox.js("document.getElementById('output').textContent")
+    assert text == charrnn.load(rounded).generate(prime=PRIME, length=300, temperature=0)
+
+
+def test_cowrite_offers_continuations_and_tab_accepts_in_firefox(firefox, tmp_path):
+    page, rounded = page_for(tmp_path, make_checkpoint(tmp_path / "m.pt"))
+    open_page(firefox, page, "mode=cowrite&temp=0.8&seed=3")
+    firefox.click("#cowrite")
+    firefox.type("ROMEO: " + TAB)
+    suggestions = wait_for(firefox, "Array.from(document.querySelectorAll('#suggestions button'), b => b.textContent)")
+    assert 1 <= len(suggestions) <= 3
+    greedy = charrnn.load(rounded).generate(prime="ROMEO: ", length=len(suggestions[0]), temperature=0)
+    assert suggestions[0] == greedy[len("ROMEO: "):]
+    firefox.type(TAB)  # takes the highlighted one
+    assert firefox.js("document.getElementById('cowrite').value") == "ROMEO: " + suggestions[0]
+    assert firefox.js("document.activeElement.id") == "cowrite"
