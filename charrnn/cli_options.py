@@ -113,7 +113,8 @@ def config_options(command: Callable) -> Callable:
         shown = repr(f.default) if isinstance(f.default, str) else f.default is not None
         help_text = f.metadata["help"]
         if f.name in config.FINETUNE_DEFAULTS:
-            shown = f"{f.default}; with --init-from: {config.FINETUNE_DEFAULTS[f.name]}"
+            finetuned = config.FINETUNE_DEFAULTS_SHOWN.get(f.name, config.FINETUNE_DEFAULTS[f.name])
+            shown = f"{f.default}; with --init-from: {finetuned}"
         command = click.option(name, f.name, type=click_type(f), default=f.default, show_default=shown,
                                help=help_text or None, callback=callback)(command)
     return command

@@ -238,6 +238,15 @@ class TrainJob:
 # Where fine-tuning (--init-from) is better served by another default than training from
 # nothing, measured in docs/experiments.md ("Fine-tuning defaults"); shown in --help.
 FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2.5e-4, "eval_every": 50, "dropout": 0.3}
+# A fine-tuning run validates at least every FINETUNE_DEFAULTS["eval_every"] steps, and one step
+# per this many validation characters where that is more: 50 steps for the 10,000-character
+# split of a 100,000-character corpus, where 50 was measured, so that validation keeps about the
+# share of the time it had there on larger corpora (docs/experiments.md, "Fine-tuning defaults").
+FINETUNE_VALIDATION_CHARS_PER_STEP = 200
+# How --help shows the fine-tuning defaults that depend on the data.
+FINETUNE_DEFAULTS_SHOWN = {
+    "eval_every": f"{FINETUNE_DEFAULTS['eval_every']}, or one step per {FINETUNE_VALIDATION_CHARS_PER_STEP} "
+                  f"validation chars where that is more"}
 
 # Options that define a run: on --resume they come from the checkpoint, and giving a
 # different value is an error rather than a silent mismatch.

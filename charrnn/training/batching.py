@@ -43,6 +43,7 @@ class Batcher(Protocol):
 class TrainingData(Protocol):
     batcher: Batcher
     fresh_state: bool  # every batch starts from a zero state (records) or carries it (streams)
+    validation_chars: int  # the tokens one validation scores
 
     def validation_loss(self, model: CharRNN, device: torch.device, world: World,
                         precision: torch.dtype | None) -> float:

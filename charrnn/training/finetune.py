@@ -12,13 +12,21 @@ in a stream of lines a record starts after a newline and ends with one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint
-from ..config import FINETUNE_DEFAULTS, ModelConfig, TrainConfig, TrainJob, new_run_configs
+from ..config import (
+    FINETUNE_DEFAULTS,
+    FINETUNE_VALIDATION_CHARS_PER_STEP,
+    ModelConfig,
+    TrainConfig,
+    TrainJob,
+    new_run_configs,
+)
 from ..errors import CharrnnError
 from ..model import CharRNN
 from ..text.vocab import Vocabulary
@@ -63,6 +71,17 @@ def run_configs(job: TrainJob, base: checkpoint.Checkpoint, vocab_size: int) -> 
     train = replace(job.train, **{k: v for k, v in defaults.items() if k not in model_fields})
     job = replace(job, model=model, train=train)
     return new_run_configs(job, vocab_size)
+
+
+def with_eval_interval(config: TrainConfig, job: TrainJob, validation_chars: int) -> TrainConfig:
+    """`config` with fine-tuning's --eval-every where the user gave none: at least
+    FINETUNE_DEFAULTS' value, in multiples of it, and one step per
+    FINETUNE_VALIDATION_CHARS_PER_STEP characters of the validation split where that is more."""
+    if "eval_every" in job.explicit:
+        return config
+    floor = FINETUNE_DEFAULTS["eval_every"]
+    blocks = math.ceil(validation_chars / FINETUNE_VALIDATION_CHARS_PER_STEP / floor)
+    return replace(config, eval_every=floor * max(1, blocks))
 
 
 def grown_model(base: checkpoint.Checkpoint, vocab: Vocabulary, config: ModelConfig) -> CharRNN:

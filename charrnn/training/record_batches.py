@@ -71,6 +71,7 @@ class RecordData:
             raise CharrnnError(f"{len(records)} records are too few: training and validation each need one "
                                f"(--val-frac {val_frac})")
         self.train_records, self.val_records = records.subset(train), records.subset(val)
+        self.validation_chars = int(self.val_records.lengths.sum()) + len(self.val_records)  # with each END
         self.batcher = RecordBatcher(self.train_records, tokens_per_batch, seed)
         self.separator = separator
         self.count = len(records)

@@ -159,6 +159,7 @@ def _train(job: TrainJob, world: distributed.World, device: torch.device,
         model_config, config = finetune.run_configs(job, base, vocab_size=0)
         data, vocab = _training_data(job, config, corpus, world, resumed=None, grown_from=base.vocab)
         model_config = replace(model_config, vocab_size=len(vocab))
+        config = finetune.with_eval_interval(config, job, data.validation_chars)
     else:
         data, vocab = _training_data(job, job.train, corpus, world, resumed=None)
         model_config, config = new_run_configs(job, len(vocab))

@@ -161,6 +161,7 @@ class StreamData:
                  seed: int, rows: slice = slice(None), doc_starts: torch.Tensor | None = None):
         self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, rows, seed=seed, doc_starts=doc_starts)
         self.val_tokens = val_tokens
+        self.validation_chars = len(val_tokens)
 
     def validation_loss(self, model: CharRNN, device: torch.device, world: World,
                         precision: torch.dtype | None) -> float:

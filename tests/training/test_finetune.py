@@ -175,3 +175,22 @@ def _job(base_dir):
 
     return TrainJob(corpus=("x",), checkpoint_dir=base_dir.parent / "elsewhere", model=ModelConfig(),
                     train=TrainConfig(), init_from=str(base_dir))
+
+
+def test_validation_is_spaced_by_the_size_of_the_validation_split(base_dir, tmp_path):
+    """50 steps up to a 10,000-character split, then one step per 200 of its characters, in
+    multiples of 50; a given --eval-every stands."""
+    job = _job(base_dir)
+    config = finetune.run_configs(job, checkpoint.load(base_dir), 40)[1]
+    spacing = {chars: finetune.with_eval_interval(config, job, chars).eval_every
+               for chars in (0, 1_000, 10_000, 10_001, 25_000, 250_000)}
+    assert spacing == {0: 50, 1_000: 50, 10_000: 50, 10_001: 100, 25_000: 150, 250_000: 1250}
+    big = tmp_path / "big.txt"
+    big.write_text(make_corpus(250_000, seed=5), encoding="utf-8")  # a 25,000-character validation split
+    common = ("--max-steps", "1", "--batch-size", "8", "--seq-len", "32")
+    assert invoke("train", big, "--init-from", base_dir, "--checkpoint-dir", tmp_path / "a", *common).exit_code == 0
+    assert checkpoint.load(tmp_path / "a" / "latest.pt").field("train_args", dict)["eval_every"] == 150
+    given = invoke("train", big, "--init-from", base_dir, "--checkpoint-dir", tmp_path / "b", "--eval-every", "7",
+                   *common)
+    assert given.exit_code == 0
+    assert checkpoint.load(tmp_path / "b" / "latest.pt").field("train_args", dict)["eval_every"] == 7
