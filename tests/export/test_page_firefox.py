@@ -35,8 +35,8 @@ def firefox(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def clean_page(firefox):
-    """Every test ends with no console error and no request but the page's own file (and the
-    data: URLs Firefox's own fonts come from: neither leaves the machine)."""
+    """Every test ends with no console error and no request but the page's own file and data:
+    URLs (Firefox reports a data: font it loads itself; neither reaches the network)."""
     firefox.events.clear()
     yield
     assert firefox.errors() == []
