@@ -118,14 +118,19 @@ class Firefox:
              "--width", str(width), "--height", str(height), "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "MOZ_CRASHREPORTER_DISABLE": "1"})
-        self.socket = WebSocket(self._bidi_url() + "/session")
         self.messages: queue.Queue = queue.Queue()
         self.events: list[dict] = []
         self.next_id = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        self.call("session.new", timeout=180, capabilities={})  # a first start on a busy machine is slow
-        self.context = self.call("browsingContext.getTree")["contexts"][0]["context"]
-        self.call("session.subscribe", events=["log.entryAdded", "network.beforeRequestSent"])
+        try:
+            self.socket = WebSocket(self._bidi_url() + "/session")
+            threading.Thread(target=self._read, daemon=True).start()
+            self.call("session.new", timeout=180, capabilities={})  # a first start on a busy machine is slow
+            self.context = self.call("browsingContext.getTree")["contexts"][0]["context"]
+            self.call("session.subscribe", events=["log.entryAdded", "network.beforeRequestSent"])
+        except BaseException:  # no Firefox left running after a failed start
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def _bidi_url(self) -> str:
         """Firefox prints its BiDi address on stderr; the rest of stderr is drained unread."""
@@ -138,7 +143,6 @@ class Firefox:
             if found:
                 threading.Thread(target=self.proc.stderr.read, daemon=True).start()
                 return found.group(1)
-        self.proc.kill()
         raise RuntimeError("Firefox did not open its WebDriver BiDi port")
 
     def _read(self) -> None:
