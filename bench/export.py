@@ -4,8 +4,9 @@ For each size (the default 2x256 LSTM and 3x512, random weights over a 65-charac
 vocabulary unless --checkpoint gives a trained model for the first) this exports the page,
 opens it in headless Chromium with `#bench=N` (the page steps and draws N characters of one
 stream at temperature 1 and writes its chars/s into the DOM), once with the WebAssembly SIMD
-kernel and once with the plain JavaScript path, and times `charrnn.load(...).generate` over
-the same number of characters in this process. Speed and size depend on the weights' shapes
+kernel and once with the plain JavaScript path, then (where Firefox is installed) in headless
+Firefox with the WebAssembly kernel, and times `charrnn.load(...).generate` over the same number
+of characters in this process. Speed and size depend on the weights' shapes
 only, so random weights measure the same as trained ones.
 
     python bench/export.py                        # writes bench/results/export-cpu.json
@@ -37,6 +38,7 @@ from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.export import export  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from tests.browser import BROWSER, Chromium, open_page, wait_for  # noqa: E402
+from tests.firefox import FIREFOX, Firefox  # noqa: E402
 
 CHARS = sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))  # tiny-shakespeare's 65
 SIZES = [(2, 256), (3, 512)]
@@ -60,11 +62,14 @@ def random_checkpoint(path: Path, layers: int, hidden: int) -> Path:
     return path
 
 
-def page_rate(browser: Chromium, page: Path, chars: int, engine: str, repeats: int) -> tuple[float, str]:
+def page_rate(browser: Chromium | Firefox, page: Path, chars: int, engine: str, repeats: int) -> tuple[float, str]:
     """The median of the page's own chars/s over `repeats` fresh loads, and the kernel it ran."""
     rates, used = [], ""
     for _ in range(repeats):
-        open_page(browser, page, f"engine={engine}&bench={chars}")
+        if isinstance(browser, Firefox):
+            browser.open_page(page, f"engine={engine}&bench={chars}")
+        else:
+            open_page(browser, page, f"engine={engine}&bench={chars}")
         rates.append(float(wait_for(browser, "document.body.dataset.bench", timeout=300)))
         used = browser.js("document.body.dataset.engine")
     return statistics.median(rates), used
@@ -95,6 +100,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         browser = Chromium(folder / "profile")
+        firefox = Firefox(folder / "firefox-profile") if FIREFOX else None  # a second engine, where installed
         try:
             for index, (layers, hidden) in enumerate(SIZES):
                 name = f"{layers}x{hidden}"
@@ -109,20 +115,27 @@ def main() -> int:
                 wasm, engine = page_rate(browser, page, args.chars, "wasm", args.repeats)
                 plain, _ = page_rate(browser, page, max(1000, args.chars // 5), "js", args.repeats)
                 native = native_rate(ck, args.chars, args.repeats)
+                gecko = page_rate(firefox, page, args.chars, "wasm", args.repeats)[0] if firefox else None
                 row = {"model": f"lstm {name}", "vocab": summary["vocab_size"], "page_bytes": summary["bytes"],
                        "page_mb": round(summary["bytes"] / 1e6, 2), "page_chars_per_s": round(wasm),
                        "page_kernel": engine, "page_js_fallback_chars_per_s": round(plain),
-                       "native_chars_per_s": round(native), "page_vs_native": round(wasm / native, 3)}
+                       "native_chars_per_s": round(native), "page_vs_native": round(wasm / native, 3),
+                       "page_firefox_chars_per_s": None if gecko is None else round(gecko)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             version = browser.call("Browser.getVersion").get("product")
+            gecko_version = firefox.version() if firefox else None
         finally:
             browser.close()
+            if firefox:
+                firefox.close()
     result = {"bench": "export", "date": date.today().isoformat(), "cpu": cpu_name(),
-              "torch_threads": torch.get_num_threads(), "browser": version, "chars_per_run": args.chars,
+              "torch_threads": torch.get_num_threads(), "browser": version, "firefox": gecko_version,
+              "chars_per_run": args.chars,
               "repeats": args.repeats, "command": "python bench/export.py " + " ".join(sys.argv[1:]),
-              "note": "one stream at temperature 1; page = headless Chromium, fp16 weights unpacked to fp32; "
-                      "native = charrnn.load(...).generate in this process", "rows": rows}
+              "note": "one stream at temperature 1; page = headless Chromium (page_firefox: headless Firefox, "
+                      "WebAssembly SIMD), fp16 weights unpacked to fp32; native = charrnn.load(...).generate in "
+                      "this process", "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

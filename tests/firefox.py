@@ -124,7 +124,8 @@ class Firefox:
         try:
             self.socket = WebSocket(self._bidi_url() + "/session")
             threading.Thread(target=self._read, daemon=True).start()
-            self.call("session.new", timeout=180, capabilities={})  # a first start on a busy machine is slow
+            # A first start on a busy machine is slow.
+            self.capabilities = self.call("session.new", timeout=180, capabilities={})["capabilities"]
             self.context = self.call("browsingContext.getTree")["contexts"][0]["context"]
             self.call("session.subscribe", events=["log.entryAdded", "network.beforeRequestSent"])
         except BaseException:  # no Firefox left running after a failed start
@@ -179,6 +180,16 @@ class Firefox:
     def open(self, url: str) -> None:
         self.call("browsingContext.navigate", context=self.context, url=url, wait="complete")
 
+    def open_page(self, path: Path, fragment: str = "") -> None:
+        """Loads an exported page afresh (through about:blank, so that a new fragment makes a new
+        document) and waits until its model is loaded."""
+        self.open("about:blank")
+        self.open(path.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
+        deadline = time.monotonic() + 60
+        while self.js("document.body && document.body.dataset.ready") != "1":
+            assert time.monotonic() < deadline, f"the page never got ready: {self.errors()}"
+            time.sleep(0.02)
+
     def click(self, selector: str) -> None:
         """A real left click at the middle of the element."""
         x, y = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
@@ -195,6 +206,10 @@ class Firefox:
 
     def _act(self, source: dict) -> None:
         self.call("input.performActions", context=self.context, actions=[source])
+
+    def version(self) -> str:
+        """The browser's name and version, as its session reports them."""
+        return f"{self.capabilities['browserName']}/{self.capabilities['browserVersion']}"
 
     def errors(self) -> list[str]:
         """What the console and the page reported as errors."""

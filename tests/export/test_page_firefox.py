@@ -43,14 +43,6 @@ def clean_page(firefox):
     assert all(url.startswith(("file://", "data:")) for url in firefox.requests()), firefox.requests()
 
 
-def open_page(firefox: Firefox, page: Path, fragment: str = "") -> None:
-    """Loads the page afresh (through about:blank, so that a new fragment makes a new document)
-    and waits until its model is loaded."""
-    firefox.open("about:blank")
-    firefox.open(page.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
-    wait_for(firefox, "document.body && document.body.dataset.ready === '1'")
-
-
 def page_for(folder: Path, ck: Path) -> tuple[Path, Path]:
     """The exported page and the checkpoint of the weights it holds (rounded to fp16)."""
     export(ck, folder / "model.html")
@@ -63,7 +55,7 @@ def test_probabilities_and_greedy_text_equal_charrnn_in_firefox(firefox, tmp_pat
     ck = make_checkpoint(tmp_path / "m.pt", cell=cell, layers=2, hidden=24 if cell == "lstm" else 22)
     page, rounded = page_for(tmp_path, ck)
     engine = "engine=js&" if case.endswith("-js") else ""
-    open_page(firefox, page, f"{engine}prime={quote(PRIME)}&temp=0&length=300&run")
+    firefox.open_page(page, f"{engine}prime={quote(PRIME)}&temp=0&length=300&run")
     wait_for(firefox, "document.body.dataset.done")
     assert firefox.js("document.body.dataset.engine") == ("JavaScript" if engine else "WebAssembly SIMD")
 
@@ -80,7 +72,7 @@ def test_probabilities_and_greedy_text_equal_charrnn_in_firefox(firefox, tmp_pat
 
 def test_cowrite_offers_continuations_and_tab_accepts_in_firefox(firefox, tmp_path):
     page, rounded = page_for(tmp_path, make_checkpoint(tmp_path / "m.pt"))
-    open_page(firefox, page, "mode=cowrite&temp=0.8&seed=3")
+    firefox.open_page(page, "mode=cowrite&temp=0.8&seed=3")
     firefox.click("#cowrite")
     firefox.type("ROMEO: " + TAB)
     suggestions = wait_for(firefox, "Array.from(document.querySelectorAll('#suggestions button'), b => b.textContent)")
