@@ -219,9 +219,16 @@ def test_a_link_runs_a_sample_for_dump_dom(tmp_path):
     url = page.resolve().as_uri() + "#prime=ROMEO:&temp=0&length=150&seed=1&run"
     command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p'}",
                "--virtual-time-budget=10000", "--dump-dom", url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    found = re.search(r'<span class="prime" id="output-prime">(.*?)</span><span id="output-text">(.*?)</span>',
-                      done.stdout, re.S)
-    assert found, done.stdout[-2000:]
-    text = html.unescape(found.group(1) + found.group(2))
-    assert text == charrnn.load(rounded).generate(prime="ROMEO:", length=150, temperature=0)
+    want = charrnn.load(rounded).generate(prime="ROMEO:", length=150, temperature=0)
+    # Up to three dumps: Chromium's virtual time can run out while the page's main thread waits
+    # on off-thread work (gunzip, WebAssembly compile), dumping the DOM before the sample is in
+    # it; seen once in 2026-12-07's clean-clone runs, under load, and not reproduced alone.
+    for _ in range(3):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        found = re.search(r'<span class="prime" id="output-prime">(.*?)</span><span id="output-text">(.*?)</span>',
+                          done.stdout, re.S)
+        assert found, done.stdout[-2000:]
+        text = html.unescape(found.group(1) + found.group(2))
+        if text:
+            break
+    assert text == want
