@@ -1,4 +1,5 @@
-"""Small checkpoints for the export tests, made in milliseconds instead of trained.
+"""Small checkpoints for the export tests, made in milliseconds instead of trained, their
+pages, and the check that a page in a browser computes what charrnn computes.
 
 A random model is scaled up so that its distributions are peaked (a near-uniform one would
 make greedy text hinge on ties); the export reads it exactly as it reads a trained one.
@@ -6,13 +7,16 @@ make greedy text hinge on ties); the export reads it exactly as it reads a train
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+import charrnn
 from charrnn import checkpoint
 from charrnn.config import ModelConfig
+from charrnn.export import export
 from charrnn.export.weights import rounded_to_fp16
 from charrnn.model import CharRNN
 from charrnn.text.records import record_hashes
@@ -51,3 +55,24 @@ def rounded_checkpoint(source: Path, path: Path) -> Path:
     data["model"] = rounded.state_dict()
     checkpoint.save(path, data)
     return path
+
+
+def page_for(folder: Path, ck: Path) -> tuple[Path, Path]:
+    """The exported page and the checkpoint of the weights it holds (rounded to fp16)."""
+    export(ck, folder / "model.html")
+    return folder / "model.html", rounded_checkpoint(ck, folder / "rounded.pt")
+
+
+def assert_page_is_charrnn(browser, rounded: Path, prime: str) -> None:
+    """In a page that has run `prime` at temperature 0 for 300 characters (any browser driver
+    with `js`): its next-character probabilities over the prime equal PyTorch's on the rounded
+    weights to 1e-4, and its text equals charrnn's greedy text."""
+    ckpt = checkpoint.load(rounded)
+    got = torch.tensor(browser.js(f"charrnnPage.distributions({json.dumps(prime)})"), dtype=torch.float64)
+    with torch.no_grad():
+        logits, _ = ckpt.model.eval()(ckpt.vocab.encode(prime)[None])
+    want = logits[0].double().softmax(-1)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-4
+    text = browser.js("document.getElementById('output').textContent")
+    assert text == charrnn.load(rounded).generate(prime=prime, length=300, temperature=0)

@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import torch
 
 import charrnn
 from charrnn import checkpoint
@@ -24,7 +23,7 @@ from charrnn.export import export
 from charrnn.text.records import record_hash, record_hashes
 
 from ..browser import BROWSER, Chromium, needs_browser, open_page, requests, wait_for
-from .models import FIXTURE, NAMES, make_checkpoint, rounded_checkpoint
+from .models import FIXTURE, NAMES, assert_page_is_charrnn, make_checkpoint, page_for
 
 pytestmark = needs_browser
 
@@ -48,12 +47,6 @@ def clean_page(browser):
     assert all(url.startswith("file://") for url in requests(browser)), requests(browser)
 
 
-def page_for(folder: Path, ck: Path) -> tuple[Path, Path]:
-    """The exported page and the checkpoint of the weights it holds (rounded to fp16)."""
-    export(ck, folder / "model.html")
-    return folder / "model.html", rounded_checkpoint(ck, folder / "rounded.pt")
-
-
 def run_fragment(browser, page: Path, fragment: str) -> None:
     open_page(browser, page, fragment)
     wait_for(browser, "document.body.dataset.done")
@@ -69,21 +62,12 @@ def test_probabilities_and_greedy_text_equal_charrnn(browser, tmp_path, case):
                              hidden={"lstm": 24, "gru": 22, "rnn": 17}[cell])
         prime = PRIME
     page, rounded = page_for(tmp_path, ck)
-    ckpt = checkpoint.load(rounded)
-    prime = prime or "".join(ckpt.vocab.chars[i % len(ckpt.vocab.chars)] for i in range(0, 60, 7))
+    chars = checkpoint.load(rounded).vocab.chars
+    prime = prime or "".join(chars[i % len(chars)] for i in range(0, 60, 7))
     engine = "engine=js&" if case.endswith("-js") else ""
     run_fragment(browser, page, f"{engine}prime={quote(prime)}&temp=0&length=300&run")
     assert browser.js("document.body.dataset.engine") == ("JavaScript" if engine else "WebAssembly SIMD")
-
-    got = torch.tensor(browser.js(f"charrnnPage.distributions({json.dumps(prime)})"), dtype=torch.float64)
-    with torch.no_grad():
-        logits, _ = ckpt.model.eval()(ckpt.vocab.encode(prime)[None])
-    want = logits[0].double().softmax(-1)
-    assert got.shape == want.shape
-    assert (got - want).abs().max() <= 1e-4
-
-    text = browser.js(OUTPUT)
-    assert text == charrnn.load(rounded).generate(prime=prime, length=300, temperature=0)
+    assert_page_is_charrnn(browser, rounded, prime)
 
 
 def test_the_write_button_streams_and_stops(browser, tmp_path):

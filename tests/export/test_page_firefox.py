@@ -6,20 +6,15 @@ set (test_page_browser.py)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import torch
 
 import charrnn
-from charrnn import checkpoint
-from charrnn.export import export
 
 from ..browser import wait_for
 from ..firefox import TAB, Firefox, needs_firefox
-from .models import make_checkpoint, rounded_checkpoint
+from .models import assert_page_is_charrnn, make_checkpoint, page_for
 
 pytestmark = needs_firefox
 
@@ -43,12 +38,6 @@ def clean_page(firefox):
     assert all(url.startswith(("file://", "data:")) for url in firefox.requests()), firefox.requests()
 
 
-def page_for(folder: Path, ck: Path) -> tuple[Path, Path]:
-    """The exported page and the checkpoint of the weights it holds (rounded to fp16)."""
-    export(ck, folder / "model.html")
-    return folder / "model.html", rounded_checkpoint(ck, folder / "rounded.pt")
-
-
 @pytest.mark.parametrize("case", ["lstm-wasm", "lstm-js", "gru"])
 def test_probabilities_and_greedy_text_equal_charrnn_in_firefox(firefox, tmp_path, case):
     cell = case.split("-")[0]
@@ -58,16 +47,7 @@ def test_probabilities_and_greedy_text_equal_charrnn_in_firefox(firefox, tmp_pat
     firefox.open_page(page, f"{engine}prime={quote(PRIME)}&temp=0&length=300&run")
     wait_for(firefox, "document.body.dataset.done")
     assert firefox.js("document.body.dataset.engine") == ("JavaScript" if engine else "WebAssembly SIMD")
-
-    ckpt = checkpoint.load(rounded)
-    got = torch.tensor(firefox.js(f"charrnnPage.distributions({json.dumps(PRIME)})"), dtype=torch.float64)
-    with torch.no_grad():
-        logits, _ = ckpt.model.eval()(ckpt.vocab.encode(PRIME)[None])
-    want = logits[0].double().softmax(-1)
-    assert got.shape == want.shape
-    assert (got - want).abs().max() <= 1e-4
-    text = firefox.js("document.getElementById('output').textContent")
-    assert text == charrnn.load(rounded).generate(prime=PRIME, length=300, temperature=0)
+    assert_page_is_charrnn(firefox, rounded, PRIME)
 
 
 def test_cowrite_offers_continuations_and_tab_accepts_in_firefox(firefox, tmp_path):
